@@ -1,0 +1,105 @@
+// Package configs loads and validates mssrelay's configuration: strict TOML
+// where an unknown key or a bad value is an error naming file and line.
+package configs
+
+import "time"
+
+// Config is the whole configuration, validated. Relative paths in it have
+// been resolved against the directory of the file they came from.
+type Config struct {
+	File     string    `toml:"-"` // path it was loaded from
+	Server   Server    `toml:"server"`
+	TLS      TLS       `toml:"tls"`
+	SMTP     SMTP      `toml:"smtp"`
+	IMAP     IMAP      `toml:"imap"`
+	Trust    Trust     `toml:"trust"`
+	Limits   Limits    `toml:"limits"`
+	Log      Log       `toml:"log"`
+	Accounts []Account `toml:"account"`
+}
+
+// Server is the relay's identity and storage.
+type Server struct {
+	Hostname   string `toml:"hostname"`    // EHLO/greeting name, required
+	MailDomain string `toml:"mail_domain"` // local domain (default: hostname)
+	DataDir    string `toml:"data_dir"`    // bbolt file lives here, required
+}
+
+// TLS is the server certificate used by every listener.
+type TLS struct {
+	Cert       string `toml:"cert"`        // PEM chain, leaf first
+	Key        string `toml:"key"`         // PEM private key
+	MinVersion string `toml:"min_version"` // "1.2" (default) or "1.3"
+}
+
+// SMTP lists the SMTP listeners (host:port).
+type SMTP struct {
+	Submission    []string `toml:"submission"`     // STARTTLS required before AUTH (RFC 6409, port 587)
+	SubmissionTLS []string `toml:"submission_tls"` // implicit TLS (RFC 8314, port 465)
+}
+
+// IMAP lists the IMAP listeners (host:port).
+type IMAP struct {
+	TLS      []string `toml:"tls"`      // implicit TLS (RFC 8314, port 993)
+	STARTTLS []string `toml:"starttls"` // STARTTLS required before LOGIN (port 143)
+}
+
+// Trust is the PKI the relay accepts signatures from.
+type Trust struct {
+	Anchors       []string `toml:"anchors"`       // PEM files of root certificates, at least one
+	Intermediates []string `toml:"intermediates"` // PEM files
+	CRLs          []string `toml:"crls"`          // PEM or DER CRL files
+}
+
+// Limits bound sizes, counts and times.
+type Limits struct {
+	MaxMessageBytes int64    `toml:"max_message_bytes"` // default 32 MiB
+	MaxRecipients   int      `toml:"max_recipients"`    // default 50
+	MaxHeaderBytes  int      `toml:"max_header_bytes"`  // default 64 KiB
+	MaxHeaders      int      `toml:"max_headers"`       // default 1000
+	MaxMIMEDepth    int      `toml:"max_mime_depth"`    // default 16
+	MaxMIMEParts    int      `toml:"max_mime_parts"`    // default 256
+	ReadTimeout     Duration `toml:"read_timeout"`      // per command, default 60s
+	WriteTimeout    Duration `toml:"write_timeout"`     // default 60s
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`  // drain deadline, default 15s
+	MaxConnections  int      `toml:"max_connections"`   // per listener, default 1000
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// Role is what an account may do.
+type Role string
+
+const (
+	RolePrescriber Role = "prescriber"
+	RoleExecutant  Role = "executant"
+)
+
+// Account is a local mailbox and login.
+type Account struct {
+	Address      string `toml:"address"`       // login and mailbox address, lower case
+	Role         Role   `toml:"role"`          // prescriber or executant
+	PasswordHash string `toml:"password_hash"` // bcrypt ($2a$/$2b$/$2y$, cost >= 10)
+	RPPS         string `toml:"rpps"`          // 11 digits, required for prescribers
+	Name         string `toml:"name"`          // display name, optional
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }

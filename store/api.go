@@ -1,0 +1,112 @@
+// Package store keeps filed messages and mailbox views in bbolt.
+//
+// A filed message (the legal record: immutable bytes plus metadata) is kept
+// apart from the per-account mailbox entries (UID, flags, internal date) that
+// point at it, so that expunging from a mailbox never destroys the record.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors callers test with errors.Is.
+var (
+	ErrNotFound     = errors.New("store: not found")
+	ErrExists       = errors.New("store: already exists")
+	ErrReplay       = errors.New("store: prescription number already filed with other content")
+	ErrLocked       = errors.New("store: database is locked by another process")
+	ErrInvalidName  = errors.New("store: invalid mailbox name")
+	ErrMailboxInUse = errors.New("store: mailbox cannot be deleted") // INBOX
+)
+
+// Options configure Open.
+type Options struct {
+	// LockTimeout bounds the wait for another process's file lock
+	// (default 2 s); past it Open returns ErrLocked.
+	LockTimeout time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Filing is one accepted message, ready to be filed.
+type Filing struct {
+	Raw        []byte    // exact bytes received (trace headers already prepended)
+	Received   time.Time // becomes each entry's INTERNALDATE
+	Sender     string    // authenticated account (envelope sender)
+	Recipients []string  // local accounts; each gets an INBOX entry
+	Number     string    // prescription number ("" when none)
+	Digest     [32]byte  // SHA-256 of the signed content: identifies a resend
+	MessageID  string    // Message-ID header value ("" when none)
+	Signer     string    // signer e-mail
+	IDNPS      string    // signer IDNPS
+	PatientINS string    // for the index by patient ("" when none)
+	Meta       []byte    // opaque cache (the IMAP layer stores ENVELOPE/BODYSTRUCTURE here)
+}
+
+// Delivered is one mailbox entry created by File.
+type Delivered struct {
+	Account     string
+	Mailbox     string
+	UIDValidity uint32
+	UID         uint32
+}
+
+// Filed is the outcome of File.
+type Filed struct {
+	ID        uint64      // record id
+	Duplicate bool        // same Number (or same Sender+MessageID) and Digest were filed before: nothing new written
+	Entries   []Delivered // empty when Duplicate
+}
+
+// Record is the legal record's metadata (without the bytes).
+type Record struct {
+	ID         uint64
+	Received   time.Time
+	Size       int64
+	Sender     string
+	Recipients []string
+	Number     string
+	Digest     [32]byte
+	MessageID  string
+	Signer     string
+	IDNPS      string
+	PatientINS string
+}
+
+// MailboxInfo describes one mailbox of an account.
+type MailboxInfo struct {
+	Name        string
+	UIDValidity uint32
+	UIDNext     uint32
+	Messages    uint32
+	Unseen      uint32
+	Size        int64 // total bytes
+	Subscribed  bool
+	SpecialUse  string // `\Sent`, `\Drafts`, `\Trash`, `\Archive` or ""
+	ModSeq      uint64 // increases on every change of the mailbox (new, flags, expunge)
+}
+
+// Entry is one message as a mailbox shows it.
+type Entry struct {
+	UID          uint32
+	RecordID     uint64
+	Flags        []string // system flags (`\Seen`…) and keywords, case kept, sorted
+	InternalDate time.Time
+	Size         int64
+}
+
+// FlagOp says how UpdateFlags combines flags.
+type FlagOp int
+
+const (
+	FlagsSet FlagOp = iota + 1
+	FlagsAdd
+	FlagsRemove
+)
+
+// Change tells watchers that an account's mailbox changed (after commit).
+type Change struct {
+	Account string
+	Mailbox string
+}
