@@ -72,6 +72,8 @@ type Record struct {
 	Signer     string
 	IDNPS      string
 	PatientINS string
+	Owner      string // account that created it: Sender for File, the appending account for Append
+	Appended   bool   // created by IMAP APPEND: not a verified filing, in no index
 }
 
 // MailboxInfo describes one mailbox of an account.
