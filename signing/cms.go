@@ -1,0 +1,224 @@
+package signing
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// ASN.1 object identifiers used by the verifier (RFC 5652, RFC 5754,
+// RFC 5758, RFC 8017).
+var (
+	oidData          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
+	oidSignedData    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}
+	oidContentType   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 3}
+	oidMessageDigest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 4}
+	oidSigningTime   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 5}
+	oidEmailAddress  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+
+	oidSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
+	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
+	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
+	oidSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
+
+	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidSHA256WithRSA = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	oidSHA384WithRSA = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
+	oidSHA512WithRSA = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
+	oidECPublicKey   = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidECDSAWithSHA2 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	oidECDSAWithSHA3 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+	oidECDSAWithSHA5 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
+)
+
+// The structures below mirror RFC 5652 closely enough to check what the
+// PKCS#7 library does not: its SignedData parser discards the ASN.1 error
+// (a truncated SignerInfos silently becomes "no signer"), it never compares
+// the content-type attribute, and it re-encodes the signed attributes instead
+// of using the bytes that were signed. Certificates and content still come
+// from the library.
+
+// rawContentInfo is ContentInfo (RFC 5652 3) and EncapsulatedContentInfo
+// (RFC 5652 5.2), which have the same shape.
+type rawContentInfo struct {
+	ContentType asn1.ObjectIdentifier
+	Content     asn1.RawValue `asn1:"explicit,optional,tag:0"`
+}
+
+// rawSignedData is SignedData (RFC 5652 5.1).
+type rawSignedData struct {
+	Version          int
+	DigestAlgorithms asn1.RawValue
+	EncapContentInfo rawContentInfo
+	Certificates     asn1.RawValue   `asn1:"optional,tag:0"`
+	CRLs             asn1.RawValue   `asn1:"optional,tag:1"`
+	SignerInfos      []asn1.RawValue `asn1:"set"`
+}
+
+// rawSignerInfo is SignerInfo (RFC 5652 5.3). SID is kept raw: it is either
+// IssuerAndSerialNumber (a SEQUENCE) or [0] SubjectKeyIdentifier.
+type rawSignerInfo struct {
+	Version            int
+	SID                asn1.RawValue
+	DigestAlgorithm    pkix.AlgorithmIdentifier
+	SignedAttrs        asn1.RawValue `asn1:"optional,tag:0"`
+	SignatureAlgorithm pkix.AlgorithmIdentifier
+	Signature          []byte
+	UnsignedAttrs      asn1.RawValue `asn1:"optional,tag:1"`
+}
+
+type issuerAndSerial struct {
+	Issuer asn1.RawValue
+	Serial *big.Int
+}
+
+type rawAttribute struct {
+	Type   asn1.ObjectIdentifier
+	Values asn1.RawValue // SET OF AttributeValue
+}
+
+// signerInfo is the one signer of a message, decoded and checked for shape.
+type signerInfo struct {
+	issuerRaw     []byte
+	serial        *big.Int
+	digestAlg     asn1.ObjectIdentifier
+	sigAlg        asn1.ObjectIdentifier
+	signature     []byte
+	signedAttrs   []byte // DER of the SET OF Attribute that was signed (RFC 5652 5.4)
+	hasSignedAttr bool
+}
+
+// parsedCMS is the strict view of a SignedData.
+type parsedCMS struct {
+	eContentType asn1.ObjectIdentifier
+	signers      []asn1.RawValue
+}
+
+// parseCMS decodes ContentInfo and SignedData from DER strictly.
+func parseCMS(der []byte) (*parsedCMS, error) {
+	var ci rawContentInfo
+	rest, err := asn1.Unmarshal(der, &ci)
+	if err != nil {
+		return nil, fmt.Errorf("ContentInfo: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("ContentInfo: trailing data")
+	}
+	if !ci.ContentType.Equal(oidSignedData) {
+		return nil, fmt.Errorf("content type %v is not signed-data", ci.ContentType)
+	}
+	var sd rawSignedData
+	rest, err = asn1.Unmarshal(ci.Content.Bytes, &sd)
+	if err != nil {
+		return nil, fmt.Errorf("SignedData: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("SignedData: trailing data")
+	}
+	return &parsedCMS{eContentType: sd.EncapContentInfo.ContentType, signers: sd.SignerInfos}, nil
+}
+
+// parseSignerInfo decodes one SignerInfo.
+func parseSignerInfo(raw asn1.RawValue) (*signerInfo, error) {
+	var si rawSignerInfo
+	rest, err := asn1.Unmarshal(raw.FullBytes, &si)
+	if err != nil {
+		return nil, fmt.Errorf("SignerInfo: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("SignerInfo: trailing data")
+	}
+	if si.SID.Class != asn1.ClassUniversal || si.SID.Tag != asn1.TagSequence {
+		// RFC 5652 5.3: [0] SubjectKeyIdentifier. The PKCS#7 library finds
+		// signer certificates by issuer and serial only.
+		return nil, errors.New("signer identified by subject key identifier (not supported; sign with issuer and serial number)")
+	}
+	var ias issuerAndSerial
+	if rest, err := asn1.Unmarshal(si.SID.FullBytes, &ias); err != nil {
+		return nil, fmt.Errorf("SignerInfo: issuerAndSerialNumber: %w", err)
+	} else if len(rest) > 0 {
+		return nil, errors.New("SignerInfo: issuerAndSerialNumber: trailing data")
+	}
+	out := &signerInfo{
+		issuerRaw: ias.Issuer.FullBytes,
+		serial:    ias.Serial,
+		digestAlg: si.DigestAlgorithm.Algorithm,
+		sigAlg:    si.SignatureAlgorithm.Algorithm,
+		signature: si.Signature,
+	}
+	if len(si.SignedAttrs.FullBytes) > 0 {
+		// RFC 5652 5.4: the signature covers the DER of the signed
+		// attributes with an EXPLICIT SET OF tag instead of the IMPLICIT
+		// [0]. The input is DER already (normalizeBER), so these are the
+		// bytes the sender signed.
+		b := append([]byte(nil), si.SignedAttrs.FullBytes...)
+		b[0] = 0x31
+		out.signedAttrs = b
+		out.hasSignedAttr = true
+	}
+	return out, nil
+}
+
+// signedAttrs holds the three attributes RFC 5652 11 defines and the
+// verifier uses.
+type signedAttrs struct {
+	contentType    asn1.ObjectIdentifier
+	messageDigest  []byte
+	signingTime    time.Time
+	hasSigningTime bool
+}
+
+// parseSignedAttrs decodes the signed attributes. Content-type and
+// message-digest are mandatory when attributes are present (RFC 5652 5.3),
+// and each of the three attributes must appear once with one value
+// (RFC 5652 11.1, 11.2, 11.3).
+func parseSignedAttrs(set []byte) (*signedAttrs, error) {
+	var attrs []rawAttribute
+	rest, err := asn1.UnmarshalWithParams(set, &attrs, "set")
+	if err != nil {
+		return nil, fmt.Errorf("signed attributes: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("signed attributes: trailing data")
+	}
+	var out signedAttrs
+	var seenCT, seenMD bool
+	for _, a := range attrs {
+		var target any
+		var seen *bool
+		switch {
+		case a.Type.Equal(oidContentType):
+			target, seen = &out.contentType, &seenCT
+		case a.Type.Equal(oidMessageDigest):
+			target, seen = &out.messageDigest, &seenMD
+		case a.Type.Equal(oidSigningTime):
+			target, seen = &out.signingTime, &out.hasSigningTime
+		default:
+			continue // other attributes (S/MIME capabilities, …) are not used
+		}
+		if *seen {
+			return nil, fmt.Errorf("signed attribute %v appears twice", a.Type)
+		}
+		*seen = true
+		if a.Values.Tag != asn1.TagSet || !a.Values.IsCompound {
+			return nil, fmt.Errorf("signed attribute %v: values are not a SET", a.Type)
+		}
+		rest, err := asn1.Unmarshal(a.Values.Bytes, target)
+		if err != nil {
+			return nil, fmt.Errorf("signed attribute %v: %w", a.Type, err)
+		}
+		if len(rest) > 0 {
+			return nil, fmt.Errorf("signed attribute %v has more than one value", a.Type)
+		}
+	}
+	if !seenCT {
+		return nil, errors.New("signed attributes lack content-type")
+	}
+	if !seenMD {
+		return nil, errors.New("signed attributes lack message-digest")
+	}
+	return &out, nil
+}

@@ -1,0 +1,178 @@
+package signing
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/smallstep/pkcs7"
+)
+
+// testContent is a MIME entity as a prescriber's software signs it: CRLF
+// line ends, exactly these bytes.
+var testContent = []byte("Content-Type: text/plain; charset=utf-8\r\n" +
+	"Content-Transfer-Encoding: 8bit\r\n\r\n" +
+	"Ordonnance n° 2024-000123\r\nAmoxicilline 1 g, 2 fois par jour pendant 6 jours.\r\n")
+
+func mustPKI(t testing.TB) *DevPKI {
+	t.Helper()
+	p, err := NewDevPKI()
+	if err != nil {
+		t.Fatalf("NewDevPKI: %v", err)
+	}
+	return p
+}
+
+func mustIssue(t testing.TB, p *DevPKI, tmpl Template) *KeyPair {
+	t.Helper()
+	kp, err := p.Issue(tmpl)
+	if err != nil {
+		t.Fatalf("Issue(%+v): %v", tmpl, err)
+	}
+	return kp
+}
+
+func mustTrust(t testing.TB, anchors, intermediates []*x509.Certificate, crls []*x509.RevocationList) *Trust {
+	t.Helper()
+	tr, err := NewTrust(anchors, intermediates, crls)
+	if err != nil {
+		t.Fatalf("NewTrust: %v", err)
+	}
+	return tr
+}
+
+// sigOpts shapes a signature built with the PKCS#7 library for a test.
+type sigOpts struct {
+	digest      asn1.ObjectIdentifier // nil: SHA-256
+	opaque      bool
+	signingTime time.Time // zero: what the library writes (now)
+	second      *KeyPair  // a second signer
+	noChain     bool      // leave the intermediates out of the message
+	tamperSig   bool      // flip a bit of the signature value
+}
+
+// makeSig signs content like a prescriber's software would, with the knobs
+// of sigOpts to build each refusal.
+func makeSig(t testing.TB, kp *KeyPair, content []byte, o sigOpts) []byte {
+	t.Helper()
+	digest := o.digest
+	if digest == nil {
+		digest = pkcs7.OIDDigestAlgorithmSHA256
+	}
+	sd, err := pkcs7.NewSignedData(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd.SetDigestAlgorithm(digest)
+	add := func(kp *KeyPair) {
+		if o.noChain || len(kp.Chain) == 0 {
+			err = sd.AddSigner(kp.Cert, kp.Key, pkcs7.SignerInfoConfig{})
+		} else {
+			err = sd.AddSignerChain(kp.Cert, kp.Key, kp.Chain, pkcs7.SignerInfoConfig{})
+		}
+		if err != nil {
+			t.Fatalf("AddSigner: %v", err)
+		}
+	}
+	add(kp)
+	if o.second != nil {
+		add(o.second)
+	}
+	if !o.signingTime.IsZero() {
+		resignWithTime(t, sd, kp, o.signingTime, digest)
+	}
+	if o.tamperSig {
+		si := &sd.GetSignedData().SignerInfos[0]
+		si.EncryptedDigest[len(si.EncryptedDigest)/2] ^= 0x01
+	}
+	if !o.opaque {
+		sd.Detach()
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// resignWithTime replaces the signing-time attribute of the first signer
+// (the library always writes "now") and signs the attributes again.
+func resignWithTime(t testing.TB, sd *pkcs7.SignedData, kp *KeyPair, at time.Time, digest asn1.ObjectIdentifier) {
+	t.Helper()
+	si := &sd.GetSignedData().SignerInfos[0]
+	tb, err := asn1.Marshal(at.UTC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i := range si.AuthenticatedAttributes {
+		a := &si.AuthenticatedAttributes[i]
+		if a.Type.Equal(oidSigningTime) {
+			a.Value = asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: tb}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no signing-time attribute to replace")
+	}
+	// DER SET OF: elements sorted by their encodings (X.690 11.6).
+	encs := make([][]byte, len(si.AuthenticatedAttributes))
+	for i, a := range si.AuthenticatedAttributes {
+		if encs[i], err = asn1.Marshal(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx := make([]int, len(encs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return bytes.Compare(encs[idx[a]], encs[idx[b]]) < 0 })
+	sorted := append(si.AuthenticatedAttributes[:0:0], si.AuthenticatedAttributes...)
+	var body []byte
+	for i, j := range idx {
+		sorted[i] = si.AuthenticatedAttributes[j]
+		body = append(body, encs[j]...)
+	}
+	si.AuthenticatedAttributes = sorted
+	set, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := crypto.SHA256
+	switch {
+	case digest.Equal(pkcs7.OIDDigestAlgorithmSHA384):
+		hash = crypto.SHA384
+	case digest.Equal(pkcs7.OIDDigestAlgorithmSHA512):
+		hash = crypto.SHA512
+	}
+	h := hash.New()
+	h.Write(set)
+	sig, err := kp.Key.Sign(rand.Reader, h.Sum(nil), hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si.EncryptedDigest = sig
+}
+
+// reasonOf returns the Reason of a verification error, failing the test
+// when err is not a *Error.
+func reasonOf(t testing.TB, err error) Reason {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T) is not a *signing.Error", err, err)
+	}
+	if e.Detail == "" {
+		t.Errorf("error %v has no detail for the sender", err)
+	}
+	return e.Reason
+}

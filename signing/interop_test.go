@@ -1,0 +1,217 @@
+package signing
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Interoperability with OpenSSL, the reference S/MIME implementation most
+// prescribers' software (and our executants' tooling) is built on. The
+// fixtures are generated at test time in t.TempDir().
+
+func needOpenSSL(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not found in PATH")
+	}
+	return path
+}
+
+func runOpenSSL(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openssl %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
+
+func writePEMCerts(t *testing.T, path string, certs ...*x509.Certificate) {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, c := range certs {
+		if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenSSLSignsWeVerify: signatures made by `openssl cms -sign`, detached
+// and opaque (DER and BER-streamed), RSA and ECDSA, with and without the
+// intermediate in the message, verify with our Verify.
+func TestOpenSSLSignsWeVerify(t *testing.T) {
+	bin := needOpenSSL(t)
+	dir := t.TempDir()
+	p := mustPKI(t)
+	rootPEM := filepath.Join(dir, "root.pem")
+	interPEM := filepath.Join(dir, "inter.pem")
+	writePEMCerts(t, rootPEM, p.Root.Cert)
+	writePEMCerts(t, interPEM, p.Intermediate.Cert)
+	contentFile := filepath.Join(dir, "content.eml")
+	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	anchorsOnly := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	withInter := mustTrust(t, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert}, nil)
+
+	keys := map[string]KeyType{"p256": KeyECDSAP256, "rsa2048": KeyRSA2048}
+	for kname, kt := range keys {
+		kp := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName, KeyType: kt})
+		leafPEM := filepath.Join(dir, kname+".pem")
+		keyPEM := filepath.Join(dir, kname+".key")
+		if err := kp.WriteFiles(filepath.Join(dir, kname+"-chain.pem"), keyPEM); err != nil {
+			t.Fatal(err)
+		}
+		writePEMCerts(t, leafPEM, kp.Cert)
+		modes := []struct {
+			name string
+			args []string
+		}{
+			{"detached", nil},
+			{"opaque-der", []string{"-nodetach"}},
+			{"opaque-ber-stream", []string{"-nodetach", "-stream"}},
+		}
+		for _, mode := range modes {
+			for _, withChain := range []bool{true, false} {
+				name := kname + "/" + mode.name + "/chain=" + map[bool]string{true: "yes", false: "no"}[withChain]
+				t.Run(name, func(t *testing.T) {
+					out := filepath.Join(t.TempDir(), "sig.der")
+					args := []string{"cms", "-sign", "-binary", "-md", "sha256", "-in", contentFile,
+						"-signer", leafPEM, "-inkey", keyPEM, "-outform", "DER", "-out", out}
+					args = append(args, mode.args...)
+					trust := withInter
+					if withChain {
+						args = append(args, "-certfile", interPEM)
+						trust = anchorsOnly
+					}
+					runOpenSSL(t, bin, args...)
+					der, err := os.ReadFile(out)
+					if err != nil {
+						t.Fatal(err)
+					}
+					req := Request{PKCS7: der, From: drEmail, RPPS: drRPPS}
+					if mode.name == "detached" {
+						req.Content = testContent
+					}
+					res, err := trust.Verify(req)
+					if err != nil {
+						t.Fatalf("Verify: %v", err)
+					}
+					if !bytes.Equal(res.Content, testContent) {
+						t.Errorf("content differs from the signed bytes")
+					}
+					if res.Signer.IDNPS != "8"+drRPPS {
+						t.Errorf("IDNPS = %q", res.Signer.IDNPS)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestOpenSSLRefusals: what OpenSSL can produce but we refuse.
+func TestOpenSSLRefusals(t *testing.T) {
+	bin := needOpenSSL(t)
+	dir := t.TempDir()
+	p := mustPKI(t)
+	kp := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
+	leafPEM := filepath.Join(dir, "leaf.pem")
+	keyPEM := filepath.Join(dir, "leaf.key")
+	if err := kp.WriteFiles(filepath.Join(dir, "chain.pem"), keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	writePEMCerts(t, leafPEM, kp.Cert)
+	contentFile := filepath.Join(dir, "content.eml")
+	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert}, nil)
+	tests := []struct {
+		name  string
+		extra []string
+		want  Reason
+	}{
+		{"sha1", []string{"-md", "sha1"}, ReasonAlgorithm},
+		{"subject key identifier", []string{"-md", "sha256", "-keyid"}, ReasonMalformed},
+		{"no signed attributes", []string{"-md", "sha256", "-noattr"}, ReasonMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "sig.der")
+			args := append([]string{"cms", "-sign", "-binary", "-in", contentFile, "-signer", leafPEM,
+				"-inkey", keyPEM, "-outform", "DER", "-out", out}, tc.extra...)
+			runOpenSSL(t, bin, args...)
+			der, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = trust.Verify(Request{PKCS7: der, Content: testContent})
+			if got := reasonOf(t, err); got != tc.want {
+				t.Fatalf("reason %v (%v), want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestWeSignOpenSSLVerifies: our SignDetached and SignOpaque output passes
+// `openssl cms -verify -purpose smimesign` against the root alone, as an
+// executant would check a notification.
+func TestWeSignOpenSSLVerifies(t *testing.T) {
+	bin := needOpenSSL(t)
+	dir := t.TempDir()
+	p := mustPKI(t)
+	rootPEM := filepath.Join(dir, "root.pem")
+	writePEMCerts(t, rootPEM, p.Root.Cert)
+	contentFile := filepath.Join(dir, "content.eml")
+	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, kt := range map[string]KeyType{"p256": KeyECDSAP256, "rsa2048": KeyRSA2048, "p384": KeyECDSAP384} {
+		kp := mustIssue(t, p, Template{Email: "relay@mssrelay.example", Name: "MSSRELAY", Organisation: "MSSRELAY", KeyType: kt})
+		t.Run(name+"/detached", func(t *testing.T) {
+			der, err := SignDetached(kp, testContent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig := filepath.Join(t.TempDir(), "sig.der")
+			if err := os.WriteFile(sig, der, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			runOpenSSL(t, bin, "cms", "-verify", "-purpose", "smimesign", "-CAfile", rootPEM,
+				"-content", contentFile, "-inform", "DER", "-in", sig, "-binary", "-out", os.DevNull)
+		})
+		t.Run(name+"/opaque", func(t *testing.T) {
+			der, err := SignOpaque(kp, testContent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmp := t.TempDir()
+			sig := filepath.Join(tmp, "sig.der")
+			if err := os.WriteFile(sig, der, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(tmp, "out.eml")
+			runOpenSSL(t, bin, "cms", "-verify", "-purpose", "smimesign", "-CAfile", rootPEM,
+				"-inform", "DER", "-in", sig, "-binary", "-out", out)
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, testContent) {
+				t.Errorf("openssl extracted %q, want the signed bytes", got)
+			}
+		})
+	}
+}
