@@ -16,6 +16,10 @@ type Config struct {
 	Limits   Limits    `toml:"limits"`
 	Log      Log       `toml:"log"`
 	Accounts []Account `toml:"account"`
+
+	// byAddress indexes Accounts by normalised address (see Account); built
+	// by Parse. A Config built by hand has none and is searched linearly.
+	byAddress map[string]int
 }
 
 // Server is the relay's identity and storage.

@@ -1,0 +1,601 @@
+package configs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Defaults, applied when a key is absent. A key that is present is checked
+// as written: "max_recipients = 0" is an error, not a request for the
+// default.
+const (
+	DefaultMinTLSVersion   = "1.2"
+	DefaultMaxMessageBytes = 32 << 20
+	DefaultMaxRecipients   = 50
+	DefaultMaxHeaderBytes  = 64 << 10
+	DefaultMaxHeaders      = 1000
+	DefaultMaxMIMEDepth    = 16
+	DefaultMaxMIMEParts    = 256
+	DefaultReadTimeout     = 60 * time.Second
+	DefaultWriteTimeout    = 60 * time.Second
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultMaxConnections  = 1000
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+)
+
+// MinBcryptCost is the lowest bcrypt cost accepted in password_hash: cost
+// 10 takes tens of milliseconds per guess, enough to make an offline attack
+// on a leaked config expensive. MaxBcryptCost bounds the other side: every
+// cost step doubles the work of each login, and cost 15 and above would let
+// a few clients with wrong passwords keep the CPU busy for seconds each.
+const (
+	MinBcryptCost = 10
+	MaxBcryptCost = 14
+)
+
+// Size bounds of the files the config names.
+const (
+	maxPEMFileBytes   = 1 << 20  // TLS certificate chain or key
+	maxTrustFileBytes = 16 << 20 // a bundle of anchors or intermediates
+)
+
+// validator checks the meaning of a decoded Config, applies defaults and
+// resolves paths. Every problem is reported at the key that causes it.
+type validator struct {
+	cfg  *Config
+	defs map[string]def
+	bad  map[string]bool // keys the schema walk refused and blanked
+	errs *collector
+	dir  string
+}
+
+func (v *validator) run() {
+	v.server()
+	v.tls()
+	v.listeners()
+	v.trust()
+	v.limits()
+	v.log()
+	v.accounts()
+}
+
+// has reports whether key is written in the file.
+func (v *validator) has(key string) bool {
+	_, ok := v.defs[key]
+	return ok
+}
+
+// at is where key is written or, for a key that is absent, where its
+// nearest written parent is (the [server] header for a missing
+// server.hostname); the zero position when no parent is written either.
+func (v *validator) at(key string) position {
+	for k := key; k != ""; k = parentKey(k) {
+		if d, ok := v.defs[k]; ok {
+			return d.pos
+		}
+	}
+	return position{}
+}
+
+// parentKey strips the last part of a key path: "account[2].role" →
+// "account[2]" → "account" → "".
+func parentKey(key string) string {
+	if strings.HasSuffix(key, "]") {
+		if i := strings.LastIndexByte(key, '['); i > 0 {
+			return key[:i]
+		}
+		return ""
+	}
+	if i := strings.LastIndexByte(key, '.'); i > 0 {
+		return key[:i]
+	}
+	return ""
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	// A key the schema walk refused has been reported already; its value
+	// was blanked, and "required" or "out of range" would only repeat it.
+	for k := key; k != ""; k = parentKey(k) {
+		if v.bad[k] {
+			return
+		}
+	}
+	v.errs.add(v.at(key), key, format, args...)
+}
+
+// path resolves p against the config file's directory.
+func (v *validator) path(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(v.dir, p)
+}
+
+func (v *validator) server() {
+	s := &v.cfg.Server
+	switch {
+	case s.Hostname == "":
+		v.fail("server.hostname", "required: the name the relay gives in its SMTP greeting and EHLO (RFC 5321 §4.1.1.1)")
+	default:
+		if err := checkDNSName(s.Hostname); err != nil {
+			v.fail("server.hostname", "%q: %v", s.Hostname, err)
+		}
+		s.Hostname = strings.ToLower(s.Hostname)
+	}
+	if !v.has("server.mail_domain") {
+		s.MailDomain = s.Hostname
+	} else if err := checkDNSName(s.MailDomain); err != nil {
+		v.fail("server.mail_domain", "%q: %v", s.MailDomain, err)
+	} else {
+		s.MailDomain = strings.ToLower(s.MailDomain)
+	}
+	if s.DataDir == "" {
+		v.fail("server.data_dir", "required: the directory that holds the message store")
+		return
+	}
+	s.DataDir = v.path(s.DataDir)
+	// The store creates the directory when it is missing; an existing
+	// non-directory is a mistake worth reporting here, at its line.
+	if fi, err := os.Stat(s.DataDir); err == nil && !fi.IsDir() {
+		v.fail("server.data_dir", "%s exists and is not a directory", s.DataDir)
+	}
+}
+
+func (v *validator) tls() {
+	t := &v.cfg.TLS
+	var certPEM, keyPEM []byte
+	if t.Cert == "" {
+		v.fail("tls.cert", "required: the PEM certificate chain of this server, leaf first")
+	} else {
+		t.Cert = v.path(t.Cert)
+		data, err := readFileLimited(t.Cert, maxPEMFileBytes)
+		switch {
+		case err != nil:
+			v.fail("tls.cert", "%v", err)
+		default:
+			if n, err := countCertificates(data); err != nil {
+				v.fail("tls.cert", "%s: %v", t.Cert, err)
+			} else if n == 0 {
+				v.fail("tls.cert", "%s: no PEM CERTIFICATE block", t.Cert)
+			} else {
+				certPEM = data
+			}
+		}
+	}
+	if t.Key == "" {
+		v.fail("tls.key", "required: the PEM private key of tls.cert")
+	} else {
+		t.Key = v.path(t.Key)
+		data, err := readFileLimited(t.Key, maxPEMFileBytes)
+		if err != nil {
+			v.fail("tls.key", "%v", err)
+		} else {
+			keyPEM = data
+		}
+	}
+	if certPEM != nil && keyPEM != nil {
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			v.fail("tls.key", "%s does not go with %s: %v", t.Key, t.Cert, err)
+		}
+	}
+
+	// MSSanté requires TLS 1.2 at least on every connection.
+	if !v.has("tls.min_version") {
+		t.MinVersion = DefaultMinTLSVersion
+	}
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	case "1.0", "1.1":
+		v.fail("tls.min_version", "%q is refused: TLS 1.2 is the minimum for secure health messaging; use \"1.2\" or \"1.3\"", t.MinVersion)
+	default:
+		v.fail("tls.min_version", "%q: must be \"1.2\" or \"1.3\"", t.MinVersion)
+	}
+}
+
+// countCertificates counts the CERTIFICATE blocks of a PEM file and checks
+// that each parses.
+func countCertificates(data []byte) (int, error) {
+	n := 0
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return n, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return n, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+}
+
+// listener is one configured listening address.
+type listener struct {
+	key  string // smtp.submission[0]
+	host string // lower case, "" for every interface
+	port int
+}
+
+func (v *validator) listeners() {
+	lists := []struct {
+		key   string
+		addrs []string
+	}{
+		{"smtp.submission", v.cfg.SMTP.Submission},
+		{"smtp.submission_tls", v.cfg.SMTP.SubmissionTLS},
+		{"imap.tls", v.cfg.IMAP.TLS},
+		{"imap.starttls", v.cfg.IMAP.STARTTLS},
+	}
+	var seen []listener
+	for _, l := range lists {
+		for i, a := range l.addrs {
+			key := fmt.Sprintf("%s[%d]", l.key, i)
+			ln, err := parseListener(a)
+			if err != nil {
+				v.fail(key, "%q: %v", a, err)
+				continue
+			}
+			ln.key = key
+			for _, o := range seen {
+				if ln.port != 0 && o.port == ln.port && (o.host == ln.host || isWildcard(o.host) || isWildcard(ln.host)) {
+					v.fail(key, "%q clashes with %s (line %d): both would listen on port %d", a, o.key, v.at(o.key).line, ln.port)
+					break
+				}
+			}
+			seen = append(seen, ln)
+		}
+	}
+	if len(v.cfg.SMTP.Submission)+len(v.cfg.SMTP.SubmissionTLS) == 0 {
+		v.fail("smtp", "no SMTP listener: set smtp.submission (port 587) and/or smtp.submission_tls (port 465)")
+	}
+	if len(v.cfg.IMAP.TLS)+len(v.cfg.IMAP.STARTTLS) == 0 {
+		v.fail("imap", "no IMAP listener: set imap.tls (port 993) and/or imap.starttls (port 143)")
+	}
+}
+
+func parseListener(a string) (listener, error) {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return listener{}, fmt.Errorf("not host:port: %w", err)
+	}
+	// A numeric port only: a service name ("smtp") depends on the host's
+	// /etc/services.
+	p, err := strconv.Atoi(port)
+	// Port 0 asks the kernel for a free port: tests and throwaway
+	// instances use it; the bound address is logged at start.
+	if err != nil || p < 0 || p > 65535 || port[0] == '+' || port[0] == '-' {
+		return listener{}, fmt.Errorf("port %q: must be a number from 0 to 65535", port)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			if err := checkDNSName(host); err != nil {
+				return listener{}, fmt.Errorf("host %q is neither an IP address nor a host name", host)
+			}
+		}
+	}
+	return listener{host: strings.ToLower(host), port: p}, nil
+}
+
+// isWildcard reports whether host means every interface. On Linux a
+// dual-stack [::] listener also takes the IPv4 port, so any wildcard clashes
+// with every other listener on its port.
+func isWildcard(host string) bool {
+	if host == "" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsUnspecified()
+}
+
+func (v *validator) trust() {
+	t := &v.cfg.Trust
+	if len(t.Anchors) == 0 {
+		v.fail("trust.anchors", "at least one trust anchor is required: signatures are accepted only from the configured PKI")
+	}
+	for i := range t.Anchors {
+		v.certFile(fmt.Sprintf("trust.anchors[%d]", i), &t.Anchors[i])
+	}
+	for i := range t.Intermediates {
+		v.certFile(fmt.Sprintf("trust.intermediates[%d]", i), &t.Intermediates[i])
+	}
+	for i := range t.CRLs {
+		key := fmt.Sprintf("trust.crls[%d]", i)
+		if t.CRLs[i] == "" {
+			v.fail(key, "empty path")
+			continue
+		}
+		t.CRLs[i] = v.path(t.CRLs[i])
+		// Only checked for presence: the signing package parses CRLs and
+		// owns their freshness; reading a large CRL twice at start is waste.
+		fi, err := os.Stat(t.CRLs[i])
+		switch {
+		case err != nil:
+			v.fail(key, "%v", fileError(err))
+		case !fi.Mode().IsRegular():
+			v.fail(key, "%s: not a regular file", t.CRLs[i])
+		case fi.Size() == 0:
+			v.fail(key, "%s: empty file", t.CRLs[i])
+		default:
+			f, err := os.Open(t.CRLs[i])
+			if err != nil {
+				v.fail(key, "%v", fileError(err))
+			} else {
+				f.Close()
+			}
+		}
+	}
+}
+
+// certFile resolves *p and checks it holds at least one certificate.
+func (v *validator) certFile(key string, p *string) {
+	if *p == "" {
+		v.fail(key, "empty path")
+		return
+	}
+	*p = v.path(*p)
+	data, err := readFileLimited(*p, maxTrustFileBytes)
+	if err != nil {
+		v.fail(key, "%v", err)
+		return
+	}
+	n, err := countCertificates(data)
+	if err != nil {
+		v.fail(key, "%s: %v", *p, err)
+	} else if n == 0 {
+		v.fail(key, "%s: no PEM CERTIFICATE block", *p)
+	}
+}
+
+// intRange applies the default when key is absent and checks the bounds
+// otherwise; it reports whether the value is usable.
+func intRange[T int | int64](v *validator, key string, p *T, def, lo, hi T, unit string) bool {
+	if !v.has(key) {
+		*p = def
+		return true
+	}
+	if *p < lo || *p > hi {
+		v.fail(key, "%d is out of range: must be from %d to %d%s", *p, lo, hi, unit)
+		return false
+	}
+	return true
+}
+
+func durationRange(v *validator, key string, p *Duration, def, lo, hi time.Duration) {
+	if !v.has(key) {
+		p.Duration = def
+		return
+	}
+	if p.Duration < lo || p.Duration > hi {
+		v.fail(key, "%s is out of range: must be from %s to %s", p.Duration, lo, hi)
+	}
+}
+
+func (v *validator) limits() {
+	l := &v.cfg.Limits
+	msgOK := intRange(v, "limits.max_message_bytes", &l.MaxMessageBytes, DefaultMaxMessageBytes, 1<<10, 1<<30, " bytes (1 KiB to 1 GiB)")
+	intRange(v, "limits.max_recipients", &l.MaxRecipients, DefaultMaxRecipients, 1, 1000, "")
+	hdrOK := intRange(v, "limits.max_header_bytes", &l.MaxHeaderBytes, DefaultMaxHeaderBytes, 1<<10, 1<<20, " bytes (1 KiB to 1 MiB)")
+	intRange(v, "limits.max_headers", &l.MaxHeaders, DefaultMaxHeaders, 1, 10000, "")
+	// go-message parses nested multiparts in quadratic time: keep depth and
+	// part counts small (see LIBRARY-NOTES.md).
+	intRange(v, "limits.max_mime_depth", &l.MaxMIMEDepth, DefaultMaxMIMEDepth, 1, 64, "")
+	intRange(v, "limits.max_mime_parts", &l.MaxMIMEParts, DefaultMaxMIMEParts, 1, 10000, "")
+	durationRange(v, "limits.read_timeout", &l.ReadTimeout, DefaultReadTimeout, time.Second, time.Hour)
+	durationRange(v, "limits.write_timeout", &l.WriteTimeout, DefaultWriteTimeout, time.Second, time.Hour)
+	durationRange(v, "limits.shutdown_timeout", &l.ShutdownTimeout, DefaultShutdownTimeout, time.Second, 10*time.Minute)
+	intRange(v, "limits.max_connections", &l.MaxConnections, DefaultMaxConnections, 1, 100000, "")
+	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
+		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)
+	}
+}
+
+func (v *validator) log() {
+	l := &v.cfg.Log
+	if !v.has("log.level") {
+		l.Level = DefaultLogLevel
+	}
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.fail("log.level", "%q: must be one of debug, info, warn, error", l.Level)
+	}
+	if !v.has("log.format") {
+		l.Format = DefaultLogFormat
+	}
+	switch l.Format {
+	case "text", "json":
+	default:
+		v.fail("log.format", "%q: must be text or json", l.Format)
+	}
+}
+
+func (v *validator) accounts() {
+	v.cfg.byAddress = make(map[string]int, len(v.cfg.Accounts))
+	// folded catches two accounts that differ only in the case of the
+	// local part: lookups keep the local part exact (RFC 5321 §2.4), but
+	// such a pair is certainly a mistake and would confuse people.
+	folded := make(map[string]int, len(v.cfg.Accounts))
+	for i := range v.cfg.Accounts {
+		a := &v.cfg.Accounts[i]
+		base := fmt.Sprintf("account[%d]", i)
+
+		switch addr, err := checkAddress(a.Address); {
+		case a.Address == "":
+			v.fail(base+".address", "required")
+		case err != nil:
+			v.fail(base+".address", "%q: %v", a.Address, err)
+		default:
+			a.Address = addr
+			f := strings.ToLower(addr)
+			if j, dup := folded[f]; dup {
+				v.fail(base+".address", "%q is already the address of account[%d] (line %d)", a.Address, j, v.at(fmt.Sprintf("account[%d].address", j)).line)
+			} else {
+				folded[f] = i
+				v.cfg.byAddress[addr] = i
+			}
+		}
+
+		switch a.Role {
+		case RolePrescriber, RoleExecutant:
+		case "":
+			v.fail(base+".role", "required: prescriber or executant")
+		default:
+			v.fail(base+".role", "%q: must be prescriber or executant", a.Role)
+		}
+
+		if a.PasswordHash == "" {
+			v.fail(base+".password_hash", "required: a bcrypt hash, as printed by `mssrelay hash-password`")
+		} else if err := checkPasswordHash(a.PasswordHash); err != nil {
+			v.fail(base+".password_hash", "%v", err)
+		}
+
+		switch {
+		case a.Role == RolePrescriber && a.RPPS == "":
+			v.fail(base+".rpps", "required for a prescriber: the 11-digit RPPS number their signing certificate carries")
+		case a.Role == RoleExecutant && v.has(base+".rpps"):
+			v.fail(base+".rpps", "only prescribers have an rpps here; remove it from this executant")
+		case a.RPPS != "" && !isRPPS(a.RPPS):
+			v.fail(base+".rpps", "%q: must be exactly 11 digits", a.RPPS)
+		}
+
+		if err := checkDisplayName(a.Name); err != nil {
+			v.fail(base+".name", "%v", err)
+		}
+	}
+}
+
+// checkAddress validates a bare mailbox address and returns it with its
+// domain in lower case (domains are case-insensitive, RFC 5321 §2.4; the
+// local part is kept as written).
+func checkAddress(s string) (string, error) {
+	// RFC 5321 §4.5.3.1.3: a path is at most 256 octets including the
+	// angle brackets.
+	if len(s) > 254 {
+		return "", errors.New("longer than 254 characters")
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", fmt.Errorf("not an e-mail address: %w", err)
+	}
+	if a.Name != "" || a.Address != s {
+		return "", errors.New("write the bare address, such as dr.martin@example.org, without name, brackets, quotes or spaces")
+	}
+	at := strings.LastIndexByte(s, '@')
+	local, domain := s[:at], s[at+1:]
+	if len(local) > 64 { // RFC 5321 §4.5.3.1.1
+		return "", errors.New("local part longer than 64 characters")
+	}
+	if err := checkDNSName(domain); err != nil {
+		return "", fmt.Errorf("domain %q: %w", domain, err)
+	}
+	return local + "@" + strings.ToLower(domain), nil
+}
+
+// checkDNSName checks a host name (RFC 1123 §2.1): dot-separated labels of
+// letters, digits and hyphens, 1 to 63 characters, not starting or ending
+// with a hyphen, 253 characters in all, and not all-numeric at the top
+// level (RFC 3696 §2), which rules out IP addresses.
+func checkDNSName(s string) error {
+	if s == "" {
+		return errors.New("empty name")
+	}
+	if len(s) > 253 {
+		return errors.New("longer than 253 characters")
+	}
+	if strings.HasSuffix(s, ".") {
+		return errors.New("remove the trailing dot")
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" {
+			return errors.New("empty label (two dots in a row, or a leading dot)")
+		}
+		if len(l) > 63 {
+			return fmt.Errorf("label %q is longer than 63 characters", l)
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with a hyphen", l)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("label %q has a character other than a letter, digit or hyphen (use punycode for international names)", l)
+			}
+		}
+	}
+	top := labels[len(labels)-1]
+	if strings.Trim(top, "0123456789") == "" {
+		return errors.New("looks like an IP address; a DNS name is required")
+	}
+	return nil
+}
+
+func checkPasswordHash(h string) error {
+	if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
+		return errors.New("not a bcrypt hash (it starts with $2a$, $2b$ or $2y$); generate one with `mssrelay hash-password`")
+	}
+	cost, err := bcrypt.Cost([]byte(h))
+	if err != nil {
+		return fmt.Errorf("not a valid bcrypt hash: %w", err)
+	}
+	// A bcrypt hash is 60 characters: 7 of prefix and cost, 53 of salt and
+	// digest. bcrypt.Cost reads only the prefix.
+	if len(h) != 60 {
+		return fmt.Errorf("not a valid bcrypt hash: %d characters instead of 60", len(h))
+	}
+	if cost < MinBcryptCost {
+		return fmt.Errorf("bcrypt cost %d is too low: at least %d, so that a leaked hash resists offline guessing", cost, MinBcryptCost)
+	}
+	if cost > MaxBcryptCost {
+		return fmt.Errorf("bcrypt cost %d is too high: at most %d, or each login costs the server seconds of CPU", cost, MaxBcryptCost)
+	}
+	return nil
+}
+
+func isRPPS(s string) bool {
+	if len(s) != 11 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkDisplayName refuses names that could break a header they are put
+// in: control characters (CR and LF above all) and invalid UTF-8.
+func checkDisplayName(s string) error {
+	if len(s) > 200 {
+		return errors.New("longer than 200 bytes")
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("contains the control character %U", r)
+		}
+	}
+	return nil
+}
