@@ -1,0 +1,373 @@
+package mime
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"strconv"
+	"strings"
+)
+
+// Prescription is what the relay reads out of the signed content.
+type Prescription struct {
+	Number     string // unique prescription number (Bundle.identifier.value / XDM uniqueId)
+	PatientINS string // 15 characters
+	IDNPS      string // prescriber "8"+RPPS
+	AuthoredOn string
+	Delivery   string // X-Ordonnance-Delivery of the signed entity: "messaging-only", "paper" or ""
+	Items      []Item
+}
+
+// Item is one prescribed medication or act.
+type Item struct {
+	Kind   string // "MedicationRequest" or "ServiceRequest"
+	Text   string
+	Dosage string
+}
+
+// Delivery values of the X-Ordonnance-Delivery header.
+const (
+	DeliveryMessagingOnly = "messaging-only" // the patient gets it only by secure messaging
+	DeliveryPaper         = "paper"          // the patient gets a paper copy
+)
+
+// OIDs and identifier systems read from the prescription (MISSION.md).
+const (
+	OIDINS         = "1.2.250.1.213.1.4.8" // NIR-based INS
+	OIDIDNPS       = "1.2.250.1.71.4.2.1"  // national professional identifier
+	SystemINS      = "urn:oid:" + OIDINS
+	SystemIDNPS    = "urn:oid:" + OIDIDNPS
+	XDMName        = "IHE_XDM.ZIP"
+	MediaTypeFHIR  = "application/fhir+json"
+	maxNumberChars = 64
+)
+
+// Size caps of the parts the extractor decodes. The whole message is
+// already capped by Limits.MaxMessageBytes; these bound the decoded copies.
+const (
+	maxFHIRBytes = 2 << 20  // decoded FHIR JSON
+	maxZipBytes  = 16 << 20 // decoded IHE_XDM.ZIP (compressed)
+	maxItems     = 256      // MedicationRequest + ServiceRequest per Bundle
+	maxEntries   = 1024     // Bundle.entry
+)
+
+func rxError(format string, args ...any) *Error {
+	return errorf(KindPrescription, format, args...)
+}
+
+// ExtractPrescription reads the prescription from the signed MIME entity
+// (content as signed, CRLF). It returns *Error with KindPrescription.
+//
+// The entity is first scanned with DefaultLimits (for the opaque form it
+// was inside the PKCS#7 and never scanned). It is then walked through its
+// multipart/* containers (not into message/rfc822) to find at most one
+// application/fhir+json part and at most one IHE_XDM.ZIP attachment; at
+// least one must be present. When both are, they must name the same
+// prescription, patient and prescriber.
+func ExtractPrescription(content []byte) (*Prescription, error) {
+	if err := Scan(content, DefaultLimits()); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, rxError("signed content: %s", e.Detail)
+		}
+		return nil, rxError("signed content: %v", err)
+	}
+	h, err := parseHeader(content, 0, 0, 0)
+	if err != nil {
+		return nil, rxError("signed content header: %v", err)
+	}
+	delivery, err := readDelivery(&h)
+	if err != nil {
+		return nil, err
+	}
+
+	var fhirPart, xdmPart *leaf
+	err = walk(content, 0, DefaultLimits().MaxDepth, func(l *leaf) error {
+		switch {
+		case l.ct.media == MediaTypeFHIR || l.ct.media == "application/json+fhir":
+			if fhirPart != nil {
+				return rxError("more than one FHIR part (%s)", MediaTypeFHIR)
+			}
+			fhirPart = l
+		case strings.EqualFold(l.filename, XDMName):
+			switch l.ct.media {
+			case "application/zip", "application/x-zip-compressed", "application/octet-stream":
+			default:
+				return rxError("%s attachment has type %s, expected application/zip", XDMName, clip([]byte(l.ct.media)))
+			}
+			if xdmPart != nil {
+				return rxError("more than one %s attachment", XDMName)
+			}
+			xdmPart = l
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if fhirPart == nil && xdmPart == nil {
+		return nil, rxError("no prescription found: neither an %s part nor an %s attachment", MediaTypeFHIR, XDMName)
+	}
+
+	var fx *Prescription
+	if fhirPart != nil {
+		data, err := decodeBody(fhirPart.cte, fhirPart.body, maxFHIRBytes)
+		if err != nil {
+			return nil, rxError("FHIR part: %v", err)
+		}
+		if fx, err = parseFHIR(data); err != nil {
+			return nil, err
+		}
+	}
+	var xd *xdmMetadata
+	if xdmPart != nil {
+		data, err := decodeBody(xdmPart.cte, xdmPart.body, maxZipBytes)
+		if err != nil {
+			return nil, rxError("%s attachment: %v", XDMName, err)
+		}
+		if xd, err = parseXDM(data); err != nil {
+			return nil, err
+		}
+	}
+	rx, err := merge(fx, xd)
+	if err != nil {
+		return nil, err
+	}
+	rx.Delivery = delivery
+	if err := rx.check(fx != nil); err != nil {
+		return nil, err
+	}
+	return rx, nil
+}
+
+// readDelivery reads X-Ordonnance-Delivery from the signed entity's own
+// header: being under the signature, the prescriber vouches for it.
+func readDelivery(h *headerBlock) (string, error) {
+	v, n := h.get("X-Ordonnance-Delivery")
+	switch {
+	case n == 0:
+		return "", nil
+	case n > 1:
+		return "", rxError("more than one X-Ordonnance-Delivery field")
+	}
+	switch d := strings.ToLower(v); d {
+	case DeliveryMessagingOnly, DeliveryPaper:
+		return d, nil
+	default:
+		return "", rxError("X-Ordonnance-Delivery %q is not %q or %q", clip([]byte(v)), DeliveryMessagingOnly, DeliveryPaper)
+	}
+}
+
+// merge combines what the FHIR Bundle and the XDM metadata say. The XDM
+// holds documents, each with its uniqueId: with a Bundle, one of them must
+// carry the Bundle's number; alone, it must hold exactly one document.
+func merge(fx *Prescription, xd *xdmMetadata) (*Prescription, error) {
+	switch {
+	case xd == nil:
+		return fx, nil
+	case fx == nil:
+		if len(xd.uniqueIDs) != 1 {
+			return nil, rxError("%s holds %d documents and no FHIR Bundle says which one is the prescription", XDMName, len(xd.uniqueIDs))
+		}
+		return &Prescription{Number: xd.uniqueIDs[0], PatientINS: xd.ins, IDNPS: xd.idnps}, nil
+	}
+	found := false
+	for _, u := range xd.uniqueIDs {
+		if u == fx.Number {
+			found = true
+		}
+	}
+	if !found {
+		return nil, rxError("FHIR Bundle and %s disagree on the prescription number", XDMName)
+	}
+	if fx.PatientINS != xd.ins {
+		return nil, rxError("FHIR Bundle and %s disagree on the patient INS", XDMName)
+	}
+	if fx.IDNPS != xd.idnps {
+		return nil, rxError("FHIR Bundle and %s disagree on the prescriber IDNPS", XDMName)
+	}
+	return fx, nil
+}
+
+// check applies the content rules of docs/message-format.md. Items are
+// required when a FHIR Bundle is present: the XDM metadata does not list
+// what is prescribed.
+func (rx *Prescription) check(needItems bool) error {
+	switch {
+	case rx.Number == "":
+		return rxError("prescription number missing")
+	case len(rx.Number) > maxNumberChars:
+		return rxError("prescription number longer than %d characters", maxNumberChars)
+	case !validNumber(rx.Number):
+		return rxError("prescription number has characters outside [A-Za-z0-9._-]")
+	}
+	if err := insProblem(rx.PatientINS); err != "" {
+		return rxError("%s", err)
+	}
+	switch {
+	case rx.IDNPS == "":
+		return rxError("prescriber IDNPS missing")
+	case !ValidIDNPS(rx.IDNPS):
+		return rxError("prescriber IDNPS is not 8 followed by the 11-digit RPPS")
+	}
+	if needItems && len(rx.Items) == 0 {
+		return rxError("prescription has no item (MedicationRequest or ServiceRequest)")
+	}
+	return nil
+}
+
+func validNumber(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidIDNPS reports whether s is "8" followed by an 11-digit RPPS.
+func ValidIDNPS(s string) bool {
+	return len(s) == 12 && s[0] == '8' && allDigits(s[1:])
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidINS reports whether s is a 15-character NIR-based INS with a valid key.
+func ValidINS(s string) bool { return insProblem(s) == "" }
+
+// insProblem says what is wrong with an INS, or "" when it is valid.
+func insProblem(s string) string {
+	switch {
+	case s == "":
+		return "patient INS missing"
+	case len(s) != 15:
+		return "patient INS is not 15 characters"
+	}
+	key, err := ComputeINSKey(s[:13])
+	if err != nil {
+		return "patient INS has invalid characters"
+	}
+	if !allDigits(s[13:]) {
+		return "patient INS key is not two digits"
+	}
+	if key != s[13:] {
+		return "patient INS has an invalid key"
+	}
+	return ""
+}
+
+// ComputeINSKey returns the two-digit key of a 13-character NIR: 97 minus
+// the number modulo 97. For Corsica, the department 2A or 2B at positions
+// 6-7 counts as 19 or 18 in the computation.
+func ComputeINSKey(first13 string) (string, error) {
+	if len(first13) != 13 {
+		return "", fmt.Errorf("mime: INS number must be 13 characters, got %d", len(first13))
+	}
+	digits := []byte(first13)
+	switch {
+	case digits[5] == '2' && (digits[6] == 'A' || digits[6] == 'a'):
+		digits[5], digits[6] = '1', '9'
+	case digits[5] == '2' && (digits[6] == 'B' || digits[6] == 'b'):
+		digits[5], digits[6] = '1', '8'
+	}
+	if !allDigits(string(digits)) {
+		return "", fmt.Errorf("mime: INS number %q has characters other than digits (and 2A/2B)", first13)
+	}
+	n, err := strconv.ParseUint(string(digits), 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("mime: INS number: %w", err)
+	}
+	return fmt.Sprintf("%02d", 97-n%97), nil
+}
+
+// leaf is a non-multipart entity met while walking.
+type leaf struct {
+	ct       contentType
+	cte      string
+	filename string // Content-Disposition filename, else Content-Type name
+	body     []byte // raw, still transfer-encoded
+}
+
+// walk calls fn for every leaf of the entity b, descending multipart/*.
+// The caller has run Scan, so depth and size are bounded; the depth check
+// here is a second guard that keeps the recursion bounded on its own.
+func walk(b []byte, depth, maxDepth int, fn func(*leaf) error) error {
+	h, err := parseHeader(b, 0, 0, 0)
+	if err != nil {
+		return rxError("signed content: %v", err)
+	}
+	ct, cte, err := parseContentType(&h)
+	if err != nil {
+		return rxError("signed content: %v", err)
+	}
+	body := b[h.end:]
+	if !strings.HasPrefix(ct.media, "multipart/") {
+		name := dispositionFilename(&h)
+		if name == "" {
+			name = ct.params["name"]
+		}
+		return fn(&leaf{ct: ct, cte: cte, filename: name, body: body})
+	}
+	if depth >= maxDepth {
+		return rxError("signed content nested deeper than %d levels", maxDepth)
+	}
+	boundary, err := checkBoundary(ct)
+	if err != nil {
+		return rxError("signed content: %v", err)
+	}
+	spans, err := splitParts(body, boundary, DefaultLimits().MaxParts)
+	if err != nil {
+		return rxError("signed content: %v", err)
+	}
+	for _, s := range spans {
+		if err := walk(body[s[0]:s[1]], depth+1, maxDepth, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeBody removes the Content-Transfer-Encoding (RFC 2045 §6) and
+// refuses results over max bytes.
+func decodeBody(cte string, body []byte, max int) ([]byte, error) {
+	switch cte {
+	case "", "7bit", "8bit", "binary":
+		if len(body) > max {
+			return nil, fmt.Errorf("larger than %d bytes", max)
+		}
+		return body, nil
+	case "base64":
+		if len(body)/4*3 > max+max/8+3 { // line breaks shrink the estimate
+			return nil, fmt.Errorf("larger than %d bytes", max)
+		}
+		out, err := decodeBase64(body)
+		if err != nil {
+			return nil, fmt.Errorf("invalid base64: %w", err)
+		}
+		if len(out) > max {
+			return nil, fmt.Errorf("larger than %d bytes", max)
+		}
+		return out, nil
+	case "quoted-printable":
+		out, err := io.ReadAll(io.LimitReader(quotedprintable.NewReader(bytes.NewReader(body)), int64(max)+1))
+		if err != nil {
+			return nil, fmt.Errorf("invalid quoted-printable: %w", err)
+		}
+		if len(out) > max {
+			return nil, fmt.Errorf("larger than %d bytes", max)
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("unknown Content-Transfer-Encoding %q", clip([]byte(cte)))
+	}
+}
