@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"mssrelay/configs"
+	"mssrelay/relay"
+	"mssrelay/relay/demo"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr, "serve [-config FILE] [-data DIR]")
+	cfgPath := fs.String("config", "", "config file (default: the embedded demo in -data)")
+	dataDir := fs.String("data", "mssrelay-data", "data directory of the embedded demo (ignored with -config)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+
+	var info *demo.Info
+	if *cfgPath == "" {
+		var created bool
+		var err error
+		info, created, err = demo.Ensure(*dataDir, demo.DefaultPorts())
+		if err != nil {
+			return fmt.Errorf("preparing the embedded demo in %s: %w", *dataDir, err)
+		}
+		*cfgPath = filepath.Join(*dataDir, demo.ConfigFile)
+		if created {
+			fmt.Fprintf(stdout, "Created a demo relay in %s (development PKI, demo accounts, config).\n", *dataDir)
+		} else {
+			fmt.Fprintf(stdout, "Reusing the demo relay in %s.\n", *dataDir)
+		}
+	}
+	cfg, err := configs.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	r, err := relay.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := r.Listen(); err != nil {
+		return err
+	}
+	if info != nil {
+		printDemoHelp(stdout, info, *dataDir, r.Addrs())
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return r.Serve(ctx)
+}
+
+func newLogger(c configs.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func printDemoHelp(w io.Writer, info *demo.Info, dir string, addrs map[string]string) {
+	fmt.Fprintf(w, `
+mssrelay demo is running.
+  config:          %s
+  data:            %s (store: %s)
+  development CA:  %s
+  SMTP submission: %s (STARTTLS), %s (implicit TLS)
+  IMAP:            %s (implicit TLS), %s (STARTTLS)
+
+Accounts (passwords are in %s):
+  prescriber  %-34s password %s
+  pharmacy    %-34s password %s
+  pharmacy    %-34s password %s
+
+Next, in another terminal:
+  go run ./cmd/mssrelay demo send     # sign and submit a prescription as the prescriber
+  go run ./cmd/mssrelay demo fetch    # read the pharmacy's INBOX over IMAP and verify it
+
+A mail client (Thunderbird, mutt) can read the pharmacy's mailbox: IMAP server
+127.0.0.1 port %s, SSL/TLS, normal password, the address as user name; import
+%s as a trusted authority first.
+Stop with Ctrl-C.
+`,
+		filepath.Join(dir, demo.ConfigFile), dir, filepath.Join(dir, relay.DBFile), info.Path(info.RootCA),
+		addrs[relay.SMTPSubmission], addrs[relay.SMTPSubmissionTLS], addrs[relay.IMAPTLS], addrs[relay.IMAPSTARTTLS],
+		filepath.Join(dir, demo.InfoFile),
+		info.Prescriber.Address, info.Prescriber.Password,
+		info.Pharmacy.Address, info.Pharmacy.Password,
+		info.Pharmacy2.Address, info.Pharmacy2.Password,
+		portOf(addrs[relay.IMAPTLS]), info.Path(info.RootCA))
+}
+
+func portOf(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[i+1:]
+		}
+	}
+	return addr
+}

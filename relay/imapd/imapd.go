@@ -1,0 +1,146 @@
+// Package imapd is the IMAP service executants use to retrieve
+// prescriptions with ordinary mail clients: implicit TLS (RFC 8314) and
+// STARTTLS (RFC 3501 §6.2.1) listeners, LOGIN/AUTHENTICATE PLAIN only over
+// TLS, and a go-imap/v2 backend over the store's mailbox views.
+package imapd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"mssrelay/mime"
+	"mssrelay/relay/auth"
+	"mssrelay/store"
+)
+
+// Config is what the IMAP service needs.
+type Config struct {
+	TLS       *tls.Config
+	Auth      *auth.Directory
+	Store     *store.Store
+	Log       *slog.Logger
+	Limits    mime.Limits // applied to APPENDed messages before parsing
+	MaxAppend uint32      // APPENDLIMIT (RFC 7889)
+}
+
+// caps lists what the backend really implements. Advertising a capability
+// whose interface the session lacks panics go-imap, and IMAP4rev2 implies
+// extensions we do not all offer yet, so only IMAP4rev1 plus these.
+// UNSELECT, IDLE, ENABLE, SASL-IR and LITERAL- come from the library.
+var caps = imap.CapSet{
+	imap.CapIMAP4rev1:    {},
+	imap.CapNamespace:    {}, // RFC 2342
+	imap.CapUIDPlus:      {}, // RFC 4315
+	imap.CapMove:         {}, // RFC 6851
+	imap.CapSpecialUse:   {}, // RFC 6154
+	imap.CapLiteralPlus:  {}, // RFC 7888
+	imap.CapChildren:     {}, // RFC 3348
+	imap.CapStatusSize:   {}, // RFC 8438
+	imap.CapESearch:      {}, // RFC 4731
+	imap.CapListExtended: {}, // RFC 5258
+	imap.CapListStatus:   {}, // RFC 5819
+}
+
+// Service runs IMAP listeners sharing one backend.
+type Service struct {
+	cfg Config
+
+	mu       sync.Mutex
+	servers  []*imapserver.Server
+	conns    map[*imapserver.Conn]struct{}
+	draining bool
+}
+
+// New returns a service; call Serve for each listener.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, conns: make(map[*imapserver.Conn]struct{})}
+}
+
+// Serve runs one listener until Shutdown. implicitTLS wraps the listener
+// in TLS (port 993); otherwise LOGIN is disabled until STARTTLS (port 143).
+func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
+	opts := &imapserver.Options{
+		NewSession: s.newSession,
+		Caps:       caps,
+		Logger:     logAdapter{s.cfg.Log},
+		// RFC 8314 §3 / RFC 3501 §6.2.3: no plaintext passwords.
+		InsecureAuth: false,
+	}
+	if implicitTLS {
+		l = tls.NewListener(l, s.cfg.TLS)
+	} else {
+		opts.TLSConfig = s.cfg.TLS
+	}
+	srv := imapserver.New(opts)
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	err := srv.Serve(l)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown says BYE to every client (RFC 3501 §7.1.5) and closes the
+// listeners. IMAP holds no unacknowledged data, so nothing waits.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	servers := s.servers
+	conns := make([]*imapserver.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Bye("Server shutting down")
+	}
+	var err error
+	for _, srv := range servers {
+		if e := srv.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+			err = e
+		}
+	}
+	return err
+}
+
+func (s *Service) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+	}
+	s.conns[c] = struct{}{}
+	remote := c.NetConn().RemoteAddr().String()
+	return &session{
+		svc:  s,
+		conn: c,
+		log:  s.cfg.Log.With("proto", "imap", "remote", remote),
+	}, nil, nil
+}
+
+func (s *Service) forget(c *imapserver.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+type logAdapter struct{ log *slog.Logger }
+
+func (a logAdapter) Printf(format string, v ...any) {
+	a.log.Warn("imap server", "detail", fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,405 @@
+package imapd
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"mssrelay/configs"
+	"mssrelay/mime"
+	"mssrelay/store"
+)
+
+// hierarchy delimiter of every account's namespace.
+const delim = '/'
+
+// session is one IMAP connection. go-imap calls its methods one at a time,
+// except Idle, which runs while the library waits for DONE and is the only
+// method running then.
+type session struct {
+	svc     *Service
+	conn    *imapserver.Conn
+	log     *slog.Logger
+	account *configs.Account
+	sel     *selected
+}
+
+var (
+	_ imapserver.Session            = (*session)(nil)
+	_ imapserver.SessionMove        = (*session)(nil)
+	_ imapserver.SessionNamespace   = (*session)(nil)
+	_ imapserver.SessionAppendLimit = (*session)(nil)
+)
+
+// Close implements imapserver.Session.
+func (s *session) Close() error {
+	s.svc.forget(s.conn)
+	return nil
+}
+
+// Login implements imapserver.Session; AUTHENTICATE PLAIN also lands here.
+// The library refuses both before TLS (InsecureAuth is false).
+func (s *session) Login(username, password string) error {
+	acct, err := s.svc.cfg.Auth.Authenticate(username, password)
+	if err != nil {
+		s.log.Info("imap login failed", "user", username)
+		return imapserver.ErrAuthFailed
+	}
+	if err := s.svc.cfg.Store.EnsureAccount(acct.Address); err != nil {
+		s.log.Error("imap ensure account", "err", err)
+		return serverBug(err)
+	}
+	s.account = acct
+	s.log = s.log.With("account", acct.Address)
+	s.log.Info("imap login ok")
+	return nil
+}
+
+func (s *session) store() *store.Store { return s.svc.cfg.Store }
+
+// Namespace implements imapserver.SessionNamespace (RFC 2342): one personal
+// namespace, no shared or other users' namespaces.
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: delim}}}, nil
+}
+
+// AppendLimit implements imapserver.SessionAppendLimit (RFC 7889).
+func (s *session) AppendLimit() uint32 { return s.svc.cfg.MaxAppend }
+
+// Select implements imapserver.Session (SELECT and EXAMINE).
+func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	// RFC 3501 §6.3.1: a SELECT deselects the current mailbox first, even
+	// if the new one fails.
+	s.sel = nil
+	info, entries, err := s.store().Entries(s.account.Address, name)
+	if err != nil {
+		return nil, mailboxError(err)
+	}
+	sel := &selected{
+		name:        info.Name,
+		readOnly:    options != nil && options.ReadOnly,
+		uidValidity: info.UIDValidity,
+		uidNext:     info.UIDNext,
+		modSeq:      info.ModSeq,
+		entries:     entries,
+	}
+	s.sel = sel
+
+	flags := mailboxFlags(entries)
+	data := &imap.SelectData{
+		Flags:       flags,
+		NumMessages: uint32(len(entries)),
+		UIDNext:     imap.UID(info.UIDNext),
+		UIDValidity: info.UIDValidity,
+	}
+	if !sel.readOnly {
+		// RFC 3501 §7.1: \* says the client may create new keywords.
+		data.PermanentFlags = append(append([]imap.Flag(nil), flags...), imap.FlagWildcard)
+	} else {
+		data.PermanentFlags = []imap.Flag{}
+	}
+	for i, e := range entries {
+		if !hasFlag(e.Flags, string(imap.FlagSeen)) {
+			data.FirstUnseenSeqNum = uint32(i + 1)
+			break
+		}
+	}
+	return data, nil
+}
+
+// mailboxFlags is the FLAGS response: the system flags plus the keywords
+// in use in the mailbox (RFC 3501 §7.2.6).
+func mailboxFlags(entries []store.Entry) []imap.Flag {
+	flags := []imap.Flag{imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagSeen, imap.FlagDraft}
+	seen := map[string]bool{}
+	for _, f := range flags {
+		seen[strings.ToLower(string(f))] = true
+	}
+	for _, e := range entries {
+		for _, f := range e.Flags {
+			if k := strings.ToLower(f); !seen[k] {
+				seen[k] = true
+				flags = append(flags, imap.Flag(f))
+			}
+		}
+	}
+	return flags
+}
+
+// Unselect implements imapserver.Session (UNSELECT, and CLOSE after the
+// library's implicit expunge).
+func (s *session) Unselect() error {
+	s.sel = nil
+	return nil
+}
+
+// Create implements imapserver.Session.
+func (s *session) Create(name string, _ *imap.CreateOptions) error {
+	// RFC 3501 §6.3.3: a trailing delimiter only says the client intends
+	// to create children; the name itself is without it.
+	name = strings.TrimSuffix(name, string(delim))
+	return mailboxError(s.store().CreateMailbox(s.account.Address, name))
+}
+
+// Delete implements imapserver.Session.
+func (s *session) Delete(name string) error {
+	if err := s.store().DeleteMailbox(s.account.Address, name); err != nil {
+		return mailboxError(err)
+	}
+	if s.sel != nil && strings.EqualFold(s.sel.name, name) {
+		s.sel = nil
+	}
+	return nil
+}
+
+// Rename implements imapserver.Session.
+func (s *session) Rename(from, to string, _ *imap.RenameOptions) error {
+	return mailboxError(s.store().RenameMailbox(s.account.Address, from, to))
+}
+
+// Subscribe implements imapserver.Session.
+func (s *session) Subscribe(name string) error {
+	return mailboxError(s.store().SetSubscribed(s.account.Address, name, true))
+}
+
+// Unsubscribe implements imapserver.Session.
+func (s *session) Unsubscribe(name string) error {
+	return mailboxError(s.store().SetSubscribed(s.account.Address, name, false))
+}
+
+// List implements imapserver.Session: LIST, LSUB, LIST-EXTENDED (RFC
+// 5258), LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348).
+func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	if options == nil {
+		options = &imap.ListOptions{}
+	}
+	// RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
+	if len(patterns) == 1 && patterns[0] == "" {
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
+	}
+	boxes, err := s.store().Mailboxes(s.account.Address)
+	if err != nil {
+		return serverBug(err)
+	}
+	children := map[string]bool{}
+	subscribedChild := map[string]bool{}
+	for _, b := range boxes {
+		for p := parent(b.Name); p != ""; p = parent(p) {
+			children[p] = true
+			if b.Subscribed {
+				subscribedChild[p] = true
+			}
+		}
+	}
+	for _, b := range boxes {
+		if !matchAny(b.Name, ref, patterns) {
+			continue
+		}
+		data := &imap.ListData{Delim: delim, Mailbox: b.Name}
+		if options.SelectSubscribed && !b.Subscribed {
+			// RFC 5258 §3.5: with RECURSIVEMATCH, a parent of subscribed
+			// mailboxes is returned with CHILDINFO even if not subscribed.
+			if !(options.SelectRecursiveMatch && subscribedChild[b.Name]) {
+				continue
+			}
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
+		if options.SelectSpecialUse && b.SpecialUse == "" {
+			continue
+		}
+		if children[b.Name] {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+		} else {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+		}
+		if b.SpecialUse != "" {
+			data.Attrs = append(data.Attrs, imap.MailboxAttr(b.SpecialUse))
+		}
+		if b.Subscribed && (options.ReturnSubscribed || options.SelectSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		if options.ReturnStatus != nil {
+			data.Status = statusData(&b, options.ReturnStatus)
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parent(name string) string {
+	i := strings.LastIndexByte(name, byte(delim))
+	if i < 0 {
+		return ""
+	}
+	return name[:i]
+}
+
+func matchAny(name, ref string, patterns []string) bool {
+	for _, p := range patterns {
+		// INBOX is case-insensitive (RFC 3501 §5.1): match it as upper case.
+		if imapserver.MatchList(name, delim, ref, p) ||
+			(name == "INBOX" && imapserver.MatchList(name, delim, strings.ToUpper(ref), strings.ToUpper(p))) {
+			return true
+		}
+	}
+	return false
+}
+
+// Status implements imapserver.Session.
+func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	info, err := s.store().Mailbox(s.account.Address, name)
+	if err != nil {
+		return nil, mailboxError(err)
+	}
+	return statusData(info, options), nil
+}
+
+func statusData(info *store.MailboxInfo, options *imap.StatusOptions) *imap.StatusData {
+	data := &imap.StatusData{Mailbox: info.Name}
+	if options.NumMessages {
+		n := info.Messages
+		data.NumMessages = &n
+	}
+	if options.UIDNext {
+		data.UIDNext = imap.UID(info.UIDNext)
+	}
+	if options.UIDValidity {
+		data.UIDValidity = info.UIDValidity
+	}
+	if options.NumUnseen {
+		n := info.Unseen
+		data.NumUnseen = &n
+	}
+	if options.NumRecent {
+		// \Recent is not kept: RFC 9051 removed it, and a count of zero is
+		// always a valid answer.
+		var n uint32
+		data.NumRecent = &n
+	}
+	if options.Size {
+		n := info.Size
+		data.Size = &n
+	}
+	return data
+}
+
+// Append implements imapserver.Session. Clients save drafts and sent
+// copies; the literal is bounded by APPENDLIMIT and scanned with the same
+// structural limits as received mail before any parser sees it.
+func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	if int64(r.Size()) > int64(s.svc.cfg.MaxAppend) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: "Message too large"}
+	}
+	raw, err := io.ReadAll(io.LimitReader(r, int64(s.svc.cfg.MaxAppend)+1))
+	if err != nil {
+		return nil, err
+	}
+	if err := mime.Scan(raw, s.svc.cfg.Limits); err != nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Message refused: " + err.Error()}
+	}
+	date := time.Now()
+	var flags []string
+	if options != nil {
+		if !options.Time.IsZero() {
+			date = options.Time
+		}
+		flags = flagStrings(options.Flags)
+	}
+	d, err := s.store().Append(s.account.Address, name, raw, flags, date, ComputeMeta(raw))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			// RFC 3501 §6.3.11: TRYCREATE when the mailbox does not exist.
+			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+		}
+		return nil, mailboxError(err)
+	}
+	return &imap.AppendData{UID: imap.UID(d.UID), UIDValidity: d.UIDValidity}, nil
+}
+
+// Poll implements imapserver.Session: report what changed since the last
+// command (RFC 3501 §7: unilateral EXISTS, EXPUNGE, FETCH FLAGS).
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if s.sel == nil {
+		return nil
+	}
+	return s.sel.sync(s, w, allowExpunge)
+}
+
+// Idle implements imapserver.Session (RFC 2177): wait for commits that
+// touch this account and report them at once.
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	changes, cancel := s.store().Watch(s.account.Address)
+	defer cancel()
+	if err := s.Poll(w, true); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-changes:
+			if err := s.Poll(w, true); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func flagStrings(flags []imap.Flag) []string {
+	out := make([]string, 0, len(flags))
+	for _, f := range flags {
+		if strings.EqualFold(string(f), `\Recent`) {
+			continue // RFC 3501 §2.3.2: \Recent cannot be set by a client
+		}
+		out = append(out, string(f))
+	}
+	return out
+}
+
+func hasFlag(flags []string, f string) bool {
+	for _, x := range flags {
+		if strings.EqualFold(x, f) {
+			return true
+		}
+	}
+	return false
+}
+
+func toFlags(flags []string) []imap.Flag {
+	out := make([]imap.Flag, len(flags))
+	for i, f := range flags {
+		out[i] = imap.Flag(f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// mailboxError maps store errors to IMAP response codes (RFC 5530).
+func mailboxError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such mailbox"}
+	case errors.Is(err, store.ErrExists):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	case errors.Is(err, store.ErrInvalidName):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Invalid mailbox name"}
+	case errors.Is(err, store.ErrMailboxInUse):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "This mailbox cannot be deleted"}
+	default:
+		return serverBug(err)
+	}
+}
+
+func serverBug(err error) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error, try again later"}
+}

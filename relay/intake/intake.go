@@ -1,0 +1,191 @@
+// Package intake is the path every received prescription takes, in order:
+// scan (limits) → split (S/MIME) → verify (signature, chain, signer) →
+// extract (the prescription) → policy (sender = signer = registered
+// prescriber) → file (one durable transaction). Each step refuses with a
+// *Refusal; nothing is filed unless every step passed.
+package intake
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"mssrelay/configs"
+	"mssrelay/mime"
+	"mssrelay/signing"
+	"mssrelay/store"
+)
+
+// Intake holds what the path needs. It is safe for concurrent use.
+type Intake struct {
+	Store    *store.Store
+	Trust    *signing.Trust
+	Limits   mime.Limits
+	Hostname string
+	Log      *slog.Logger
+	// Meta computes the IMAP cache (ENVELOPE, BODYSTRUCTURE) once at filing.
+	Meta func(raw []byte) []byte
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Envelope is what the SMTP session knows about a transaction.
+type Envelope struct {
+	Account    *configs.Account // authenticated sender
+	MailFrom   string
+	Recipients []*configs.Account
+	RemoteAddr string
+	Helo       string
+	TLS        string // e.g. "TLS1.3 TLS_AES_128_GCM_SHA256"
+	SessionID  string
+}
+
+// Result is a filed (or recognised duplicate) prescription.
+type Result struct {
+	Filed  *store.Filed
+	Signer *signing.Signer
+	Rx     *mime.Prescription
+}
+
+func (in *Intake) now() time.Time {
+	if in.Now != nil {
+		return in.Now()
+	}
+	return time.Now()
+}
+
+// Accept runs the whole path on raw (the DATA as received) and files it.
+// A non-nil error is always a *Refusal.
+func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Result, error) {
+	if err := mime.Scan(raw, in.Limits); err != nil {
+		return nil, fromMIME(err)
+	}
+	signed, err := mime.Split(raw)
+	if err != nil {
+		return nil, fromMIME(err)
+	}
+
+	from, err := fromAddress(signed.Header)
+	if err != nil {
+		return nil, err
+	}
+	// RFC 6409 §8.1 lets a submission server check the sender; for a
+	// prescription the author is legally bound to it, so From: must be the
+	// authenticated account itself.
+	if !SameAddress(from, env.Account.Address) {
+		return nil, refuse(550, [3]int{5, 7, 1}, "from_mismatch",
+			"From: address must be your authenticated account address", nil)
+	}
+
+	res, err := in.Trust.Verify(signing.Request{
+		PKCS7:   signed.PKCS7,
+		Content: signed.Content,
+		From:    from,
+		RPPS:    env.Account.RPPS,
+		Now:     in.now(),
+	})
+	if err != nil {
+		return nil, fromSigning(err)
+	}
+
+	rx, err := mime.ExtractPrescription(res.Content)
+	if err != nil {
+		return nil, fromMIME(err)
+	}
+	if r := checkPrescriber(rx, res.Signer, env.Account); r != nil {
+		return nil, r
+	}
+
+	received := in.now()
+	stored := append(in.traceHeaders(env, received), raw...)
+	recipients := make([]string, 0, len(env.Recipients))
+	for _, a := range env.Recipients {
+		recipients = append(recipients, a.Address)
+	}
+	messageID, _ := mime.HeaderField(signed.Header, "Message-Id")
+	f := &store.Filing{
+		Raw:        stored,
+		Received:   received,
+		Sender:     env.Account.Address,
+		Recipients: recipients,
+		Number:     rx.Number,
+		Digest:     sha256.Sum256(res.Content),
+		MessageID:  strings.TrimSpace(messageID),
+		Signer:     from,
+		IDNPS:      res.Signer.IDNPS,
+		PatientINS: rx.PatientINS,
+	}
+	if in.Meta != nil {
+		f.Meta = in.Meta(stored)
+	}
+	filed, err := in.Store.File(ctx, f)
+	if err != nil {
+		return nil, fromStore(err)
+	}
+	return &Result{Filed: filed, Signer: res.Signer, Rx: rx}, nil
+}
+
+// fromAddress reads the single From: mailbox of the outer header.
+func fromAddress(header []byte) (string, error) {
+	v, ok := mime.HeaderField(header, "From")
+	if !ok || strings.TrimSpace(v) == "" {
+		return "", refuse(554, [3]int{5, 6, 0}, "no_from", "Message has no From: header", nil)
+	}
+	addr, err := mime.Address(v)
+	if err != nil {
+		return "", refuse(554, [3]int{5, 6, 0}, "bad_from", "From: must hold exactly one valid address", err)
+	}
+	return addr, nil
+}
+
+// checkPrescriber binds the prescription to its signer and to the account:
+// the IDNPS written in the prescription must be the one in the signer's
+// certificate and the one registered for the account.
+func checkPrescriber(rx *mime.Prescription, s *signing.Signer, acct *configs.Account) *Refusal {
+	if s.IDNPS != "" && rx.IDNPS != s.IDNPS {
+		return refuse(554, [3]int{5, 7, 1}, "rx_signer_mismatch",
+			"The prescriber identifier (IDNPS) in the prescription is not the signer's", nil)
+	}
+	if acct.RPPS != "" && rx.IDNPS != "8"+acct.RPPS {
+		return refuse(554, [3]int{5, 7, 1}, "rx_account_mismatch",
+			"The prescriber identifier (IDNPS) in the prescription is not the one registered for your account", nil)
+	}
+	return nil
+}
+
+// traceHeaders builds the Return-Path and Received fields prepended to the
+// message (RFC 5321 §4.4). They go above the signed part and never into it.
+func (in *Intake) traceHeaders(env *Envelope, now time.Time) []byte {
+	// RFC 3848: ESMTPSA = ESMTP with STARTTLS/TLS and AUTH.
+	return fmt.Appendf(nil, "Return-Path: <%s>\r\nReceived: from %s (%s)\r\n\tby %s (mssrelay) with ESMTPSA id %s\r\n\t(%s);\r\n\t%s\r\n",
+		env.MailFrom, sanitize(env.Helo), sanitize(env.RemoteAddr), in.Hostname, env.SessionID,
+		sanitize(env.TLS), now.UTC().Format(time.RFC1123Z))
+}
+
+// sanitize keeps client-supplied text from breaking the header syntax.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e || r == '(' || r == ')' || r == '\\' {
+			if r == ' ' {
+				return ' '
+			}
+			return '_'
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// SameAddress compares addresses with an exact local part and a
+// case-insensitive domain (RFC 5321 §2.4).
+func SameAddress(a, b string) bool {
+	la, da, okA := strings.Cut(a, "@")
+	lb, db, okB := strings.Cut(b, "@")
+	return okA && okB && la == lb && strings.EqualFold(da, db)
+}

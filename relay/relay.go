@@ -1,0 +1,257 @@
+// Package relay is the mssrelay daemon: it wires configuration, trust,
+// store, the SMTP submission service and the IMAP service together and runs
+// them until told to stop.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"mssrelay/configs"
+	"mssrelay/mime"
+	"mssrelay/relay/auth"
+	"mssrelay/relay/imapd"
+	"mssrelay/relay/intake"
+	"mssrelay/relay/smtpd"
+	"mssrelay/signing"
+	"mssrelay/store"
+)
+
+// DBFile is the bbolt file's name inside the data directory.
+const DBFile = "mssrelay.db"
+
+// Listener kinds, as named in logs and in Addrs.
+const (
+	SMTPSubmission    = "smtp-submission"     // STARTTLS, port 587
+	SMTPSubmissionTLS = "smtp-submission-tls" // implicit TLS, port 465
+	IMAPTLS           = "imap-tls"            // implicit TLS, port 993
+	IMAPSTARTTLS      = "imap-starttls"       // STARTTLS, port 143
+)
+
+// Relay is a configured daemon.
+type Relay struct {
+	cfg   *configs.Config
+	log   *slog.Logger
+	store *store.Store
+	trust *signing.Trust
+	smtp  *smtpd.Service
+	imap  *imapd.Service
+
+	listeners []bound
+}
+
+type bound struct {
+	kind string
+	l    net.Listener
+}
+
+// New loads trust material and the TLS certificate, opens the store and
+// prepares the services. Nothing listens yet.
+func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
+	tlsCfg, err := ServerTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	trust, err := signing.LoadTrust(cfg.Trust.Anchors, cfg.Trust.Intermediates, cfg.Trust.CRLs)
+	if err != nil {
+		return nil, fmt.Errorf("loading trust material: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.Server.DataDir, DBFile), store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range cfg.Accounts {
+		if err := st.EnsureAccount(a.Address); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("creating mailboxes of %s: %w", a.Address, err)
+		}
+	}
+	limits := mime.Limits{
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
+		MaxHeaders:      cfg.Limits.MaxHeaders,
+		MaxDepth:        cfg.Limits.MaxMIMEDepth,
+		MaxParts:        cfg.Limits.MaxMIMEParts,
+	}
+	dir := auth.New(cfg)
+	in := &intake.Intake{
+		Store:    st,
+		Trust:    trust,
+		Limits:   limits,
+		Hostname: cfg.Server.Hostname,
+		Log:      log,
+		Meta:     imapd.ComputeMeta,
+	}
+	r := &Relay{cfg: cfg, log: log, store: st, trust: trust}
+	r.smtp = smtpd.New(smtpd.Config{
+		Hostname:        cfg.Server.Hostname,
+		TLS:             tlsCfg,
+		Auth:            dir,
+		Intake:          in,
+		Log:             log.With("proto", "smtp"),
+		MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+		MaxRecipients:   cfg.Limits.MaxRecipients,
+		ReadTimeout:     cfg.Limits.ReadTimeout.Duration,
+		WriteTimeout:    cfg.Limits.WriteTimeout.Duration,
+	})
+	maxAppend := cfg.Limits.MaxMessageBytes
+	if maxAppend > 1<<31 {
+		maxAppend = 1 << 31
+	}
+	r.imap = imapd.New(imapd.Config{
+		TLS:       tlsCfg,
+		Auth:      dir,
+		Store:     st,
+		Log:       log,
+		Limits:    limits,
+		MaxAppend: uint32(maxAppend),
+	})
+	return r, nil
+}
+
+// ServerTLS builds the one TLS configuration every listener shares (built
+// once, not per connection). TLS 1.2 minimum everywhere; for TLS 1.2 only
+// ECDHE with AEAD ciphers, as MSSanté requires (TLS 1.3 suites are all AEAD).
+func ServerTLS(c configs.TLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS certificate %s: %w", c.Cert, err)
+	}
+	min := uint16(tls.VersionTLS12)
+	if c.MinVersion == "1.3" {
+		min = tls.VersionTLS13
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   min,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
+		},
+	}, nil
+}
+
+// Store gives tests and admin commands access to the open store.
+func (r *Relay) Store() *store.Store { return r.store }
+
+// Trust returns the loaded trust store.
+func (r *Relay) Trust() *signing.Trust { return r.trust }
+
+// Listen binds every configured listener, so that a port conflict fails
+// before anything is served and tests can use port 0.
+func (r *Relay) Listen() error {
+	groups := []struct {
+		kind  string
+		addrs []string
+	}{
+		{SMTPSubmission, r.cfg.SMTP.Submission},
+		{SMTPSubmissionTLS, r.cfg.SMTP.SubmissionTLS},
+		{IMAPTLS, r.cfg.IMAP.TLS},
+		{IMAPSTARTTLS, r.cfg.IMAP.STARTTLS},
+	}
+	for _, g := range groups {
+		for _, a := range g.addrs {
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				r.closeListeners()
+				return fmt.Errorf("%s listener on %s: %w", g.kind, a, err)
+			}
+			r.listeners = append(r.listeners, bound{kind: g.kind, l: l})
+		}
+	}
+	return nil
+}
+
+func (r *Relay) closeListeners() {
+	for _, b := range r.listeners {
+		b.l.Close()
+	}
+	r.listeners = nil
+}
+
+// Addrs returns the bound address of the first listener of each kind.
+func (r *Relay) Addrs() map[string]string {
+	m := map[string]string{}
+	for _, b := range r.listeners {
+		if _, ok := m[b.kind]; !ok {
+			m[b.kind] = b.l.Addr().String()
+		}
+	}
+	return m
+}
+
+// Serve runs every listener until ctx is cancelled, then shuts down: stop
+// accepting, let transactions in DATA finish (bounded by the configured
+// shutdown timeout), close connections, close the store. Messages that got
+// 250 are already durable; a transaction cut off gets no 250 and the
+// client retries.
+func (r *Relay) Serve(ctx context.Context) error {
+	if r.listeners == nil {
+		if err := r.Listen(); err != nil {
+			r.store.Close()
+			return err
+		}
+	}
+	errc := make(chan error, len(r.listeners))
+	var wg sync.WaitGroup
+	for _, b := range r.listeners {
+		wg.Add(1)
+		go func(b bound) {
+			defer wg.Done()
+			var err error
+			switch b.kind {
+			case SMTPSubmission:
+				err = r.smtp.Serve(b.l, false)
+			case SMTPSubmissionTLS:
+				err = r.smtp.Serve(b.l, true)
+			case IMAPTLS:
+				err = r.imap.Serve(b.l, true)
+			case IMAPSTARTTLS:
+				err = r.imap.Serve(b.l, false)
+			}
+			if err != nil {
+				errc <- fmt.Errorf("%s on %s: %w", b.kind, b.l.Addr(), err)
+			}
+		}(b)
+		r.log.Info("listening", "service", b.kind, "addr", b.l.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		r.log.Error("listener failed, shutting down", "err", serveErr)
+	}
+
+	timeout := r.cfg.Limits.ShutdownTimeout.Duration
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	r.log.Info("shutting down", "drain_timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := r.smtp.Shutdown(sctx); err != nil {
+		r.log.Warn("smtp drain incomplete", "err", err)
+	}
+	if err := r.imap.Shutdown(sctx); err != nil {
+		r.log.Warn("imap shutdown", "err", err)
+	}
+	r.closeListeners()
+	wg.Wait()
+	if err := r.store.Close(); err != nil {
+		return errors.Join(serveErr, fmt.Errorf("closing store: %w", err))
+	}
+	r.log.Info("stopped")
+	return serveErr
+}

@@ -1,0 +1,247 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"mssrelay/configs"
+	"mssrelay/relay/intake"
+)
+
+// session is one SMTP connection's state.
+//
+// go-smtp runs Data in another goroutine when the client uses BDAT
+// (CHUNKING), so RSET or a closing connection can call Reset/Logout while
+// Data runs: mu guards the transaction fields, and Data works on a copy.
+type session struct {
+	svc    *Service
+	conn   *smtp.Conn
+	id     string
+	remote string
+	log    *slog.Logger
+
+	mu         sync.Mutex
+	account    *configs.Account
+	mailFrom   string
+	recipients []*configs.Account
+	inData     bool
+}
+
+func (ss *session) busy() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.inData
+}
+
+// Errors sent as bare *smtp.SMTPError: go-smtp reads the reply code with a
+// type assertion, so a wrapped error would go out as 554 5.0.0.
+var (
+	errAuthFailed = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	// RFC 4954 §6: 530 5.7.0 Authentication required (go-smtp's own
+	// ErrAuthRequired says 502).
+	errAuthFirst  = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errNullSender = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "A null reverse-path is not accepted for submission"}
+	errNotYou     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "MAIL FROM must be your authenticated account address"}
+	errNotPrescr  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Only prescriber accounts may submit prescriptions"}
+	errNoMail     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
+	errUnknownRcp = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such local mailbox"}
+	errShutdown   = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	errTooLarge   = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
+	errReadFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message data, try again"}
+)
+
+// AuthMechanisms implements smtp.AuthSession. Only PLAIN: with TLS required
+// it is as safe as any challenge scheme and every client supports it.
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+// Auth implements smtp.AuthSession. go-smtp refuses AUTH before TLS
+// (AllowInsecureAuth is false), RFC 4954 §4.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return errAuthFailed
+		}
+		acct, err := ss.svc.cfg.Auth.Authenticate(username, password)
+		if err != nil {
+			ss.log.Info("smtp auth failed", "user", username)
+			return errAuthFailed
+		}
+		ss.mu.Lock()
+		ss.account = acct
+		ss.mu.Unlock()
+		ss.log = ss.log.With("account", acct.Address)
+		ss.log.Info("smtp auth ok")
+		return nil
+	}), nil
+}
+
+// Mail implements smtp.Session.
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.account == nil {
+		return errAuthFirst
+	}
+	if from == "" {
+		return errNullSender
+	}
+	if !intake.SameAddress(from, ss.account.Address) {
+		return errNotYou
+	}
+	if ss.account.Role != configs.RolePrescriber {
+		return errNotPrescr
+	}
+	ss.mailFrom = from
+	ss.recipients = nil
+	return nil
+}
+
+// Rcpt implements smtp.Session. Recipients must be local accounts; go-smtp
+// enforces MaxRecipients (452 4.5.3, RFC 5321 §4.5.3.1.8).
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.account == nil {
+		return errAuthFirst
+	}
+	if ss.mailFrom == "" {
+		return errNoMail
+	}
+	acct, ok := ss.svc.cfg.Auth.Lookup(to)
+	if !ok {
+		return errUnknownRcp
+	}
+	for _, r := range ss.recipients {
+		if r == acct {
+			return nil
+		}
+	}
+	ss.recipients = append(ss.recipients, acct)
+	return nil
+}
+
+// Data implements smtp.Session: read the message, run the intake path,
+// reply 250 only once the message is durably filed.
+func (ss *session) Data(r io.Reader) error {
+	ss.mu.Lock()
+	env := &intake.Envelope{
+		Account:    ss.account,
+		MailFrom:   ss.mailFrom,
+		Recipients: append([]*configs.Account(nil), ss.recipients...),
+		RemoteAddr: ss.remote,
+		Helo:       ss.conn.Hostname(),
+		TLS:        tlsSummary(ss.conn),
+		SessionID:  ss.id,
+	}
+	ss.mu.Unlock()
+	if env.Account == nil {
+		return errAuthFirst
+	}
+	if env.MailFrom == "" || len(env.Recipients) == 0 {
+		return errNoMail
+	}
+
+	raw, err := readAll(r, ss.svc.cfg.MaxMessageBytes)
+	if err != nil {
+		return err
+	}
+	if !ss.svc.beginData(ss) {
+		return errShutdown
+	}
+	defer ss.svc.endData(ss)
+
+	res, err := ss.svc.cfg.Intake.Accept(context.Background(), env, raw)
+	if err != nil {
+		var ref *intake.Refusal
+		if !errors.As(err, &ref) {
+			ss.log.Error("intake failed", "err", err)
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
+		}
+		lvl := slog.LevelInfo
+		if ref.Temporary() {
+			lvl = slog.LevelWarn
+		}
+		ss.log.Log(context.Background(), lvl, "message refused", "reason", ref.Reason, "code", ref.Code, "detail", errString(ref.Err))
+		return &smtp.SMTPError{
+			Code:         ref.Code,
+			EnhancedCode: smtp.EnhancedCode{ref.Enhanced[0], ref.Enhanced[1], ref.Enhanced[2]},
+			Message:      ref.Message,
+		}
+	}
+	ss.log.Info("message filed", "record", res.Filed.ID, "duplicate", res.Filed.Duplicate,
+		"recipients", len(env.Recipients), "size", len(raw))
+	msg := fmt.Sprintf("Prescription filed as record %d", res.Filed.ID)
+	if res.Filed.Duplicate {
+		// A client that lost our first 250 and resent: RFC 5321 §6.1 asks us
+		// to neither lose nor duplicate it.
+		msg = fmt.Sprintf("Already filed as record %d (not filed twice)", res.Filed.ID)
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: msg}
+}
+
+func (ss *session) setInData(v bool) {
+	ss.mu.Lock()
+	ss.inData = v
+	ss.mu.Unlock()
+}
+
+// Reset implements smtp.Session.
+func (ss *session) Reset() {
+	ss.mu.Lock()
+	ss.mailFrom = ""
+	ss.recipients = nil
+	ss.mu.Unlock()
+}
+
+// Logout implements smtp.Session.
+func (ss *session) Logout() error {
+	ss.svc.forget(ss)
+	return nil
+}
+
+// readAll reads the message, refusing past max bytes. go-smtp's own limit
+// (MaxMessageBytes) surfaces as smtp.ErrDataTooLarge.
+func readAll(r io.Reader, max int64) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
+	if errors.Is(err, smtp.ErrDataTooLarge) || n > max {
+		return nil, errTooLarge
+	}
+	if err != nil {
+		return nil, errReadFailed
+	}
+	return buf.Bytes(), nil
+}
+
+func tlsSummary(c *smtp.Conn) string {
+	st, ok := c.TLSConnectionState()
+	if !ok {
+		return "no TLS"
+	}
+	return tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func sprintf(format string, v ...any) string { return fmt.Sprintf(format, v...) }
+func sprintln(v ...any) string               { return strings.TrimSuffix(fmt.Sprintln(v...), "\n") }
+
+var _ smtp.AuthSession = (*session)(nil)

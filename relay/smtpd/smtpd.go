@@ -1,0 +1,188 @@
+// Package smtpd is the SMTP submission service: STARTTLS (RFC 3207) and
+// implicit TLS (RFC 8314) listeners, AUTH PLAIN (RFC 4954) after TLS only,
+// and the hand-off of each DATA to the intake path.
+package smtpd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"mssrelay/relay/auth"
+	"mssrelay/relay/intake"
+)
+
+// Config is what the SMTP service needs.
+type Config struct {
+	Hostname        string
+	TLS             *tls.Config
+	Auth            *auth.Directory
+	Intake          *intake.Intake
+	Log             *slog.Logger
+	MaxMessageBytes int64
+	MaxRecipients   int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+}
+
+// Service runs SMTP listeners sharing one backend.
+type Service struct {
+	cfg     Config
+	servers []*smtp.Server
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	draining bool
+	// inflight counts DATA transactions between the end of the client's data
+	// and our reply: shutdown waits for them so that a message being filed
+	// either gets its 250 or was never committed.
+	inflight sync.WaitGroup
+}
+
+// New returns a service; call Serve for each listener.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, sessions: make(map[*session]struct{})}
+}
+
+// Serve runs one listener until Shutdown. implicitTLS wraps the listener in
+// TLS (port 465); otherwise clients must use STARTTLS before AUTH (port 587).
+func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
+	srv := smtp.NewServer(s)
+	srv.Domain = s.cfg.Hostname
+	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
+	srv.MaxRecipients = s.cfg.MaxRecipients
+	// go-smtp applies MaxLineLength to DATA lines too; a long base64 line
+	// must not kill a transaction. Size is bounded by MaxMessageBytes.
+	srv.MaxLineLength = 0
+	srv.ReadTimeout = s.cfg.ReadTimeout
+	srv.WriteTimeout = s.cfg.WriteTimeout
+	srv.AllowInsecureAuth = false
+	srv.ErrorLog = slogAdapter{s.cfg.Log}
+	if implicitTLS {
+		l = tls.NewListener(l, s.cfg.TLS)
+	} else {
+		srv.TLSConfig = s.cfg.TLS
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		l.Close()
+		return smtp.ErrServerClosed
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	err := srv.Serve(l)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, lets transactions in DATA finish
+// until ctx expires, then closes every connection. Sessions idle between
+// commands are closed at once: they hold nothing that was acknowledged.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	servers := s.servers
+	s.mu.Unlock()
+
+	for _, srv := range servers {
+		// Shutdown closes the listeners and then waits for connections;
+		// we do the waiting ourselves below.
+		go srv.Shutdown(ctx) //nolint:errcheck // reported via the wait below
+	}
+	s.closeSessions(func(ss *session) bool { return !ss.busy() })
+
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.closeSessions(func(*session) bool { return true })
+	return err
+}
+
+func (s *Service) closeSessions(match func(*session) bool) {
+	// Collect under the lock, close outside it: closing a go-smtp
+	// connection calls Logout, which takes s.mu to forget the session.
+	s.mu.Lock()
+	var conns []*smtp.Conn
+	for ss := range s.sessions {
+		if match(ss) {
+			conns = append(conns, ss.conn)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// NewSession implements smtp.Backend.
+func (s *Service) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		// RFC 5321 §3.8: 421 when the service is shutting down.
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	}
+	ss := &session{svc: s, conn: c, id: newID(), remote: c.Conn().RemoteAddr().String()}
+	ss.log = s.cfg.Log.With("session", ss.id, "remote", ss.remote)
+	s.sessions[ss] = struct{}{}
+	return ss, nil
+}
+
+func (s *Service) forget(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+// beginData registers an in-flight transaction unless shutting down. The
+// session is marked busy under the same lock that Shutdown takes, so a
+// session is either drained as busy or refused its DATA, never cut off
+// between the two.
+func (s *Service) beginData(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.inflight.Add(1)
+	ss.setInData(true)
+	return true
+}
+
+func (s *Service) endData(ss *session) {
+	ss.setInData(false)
+	s.inflight.Done()
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// slogAdapter routes go-smtp's internal error log to slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Printf(format string, v ...any) {
+	a.log.Warn("smtp server", "detail", sprintf(format, v...))
+}
+
+func (a slogAdapter) Println(v ...any) {
+	a.log.Warn("smtp server", "detail", sprintln(v...))
+}
