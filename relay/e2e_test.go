@@ -155,6 +155,12 @@ func TestRefusals(t *testing.T) {
 	tampered := compose(nil)
 	tampered = bytes.Replace(tampered, []byte("Amoxicilline"), []byte("Amoxicillinf"), 1)
 
+	// The same sender reusing a Message-ID for another prescription.
+	acceptedID, _ := mime.HeaderField(accepted, "Message-ID")
+	fresh := compose(nil)
+	freshID, _ := mime.HeaderField(fresh, "Message-ID")
+	reusedID := bytes.Replace(fresh, []byte(freshID), []byte(acceptedID), 1)
+
 	unsigned := append(submitHeader(from, to), []byte("Content-Type: text/plain\r\n\r\nHello\r\n")...)
 	badFrom := bytes.Replace(compose(nil), []byte("From: "+from), []byte("From: intruder@"+demo.Domain), 1)
 
@@ -170,6 +176,7 @@ func TestRefusals(t *testing.T) {
 		{"untrusted root", signedBy(foreign), 554, smtp.EnhancedCode{5, 7, 1}},
 		{"certificate e-mail differs", signedBy(wrongMail), 554, smtp.EnhancedCode{5, 7, 1}},
 		{"replay with other content", compose(func(s *mime.Sample) { *s = forged }), 554, smtp.EnhancedCode{5, 7, 1}},
+		{"Message-ID reused with other content", reusedID, 554, smtp.EnhancedCode{5, 7, 1}},
 		{"prescription without items", compose(func(s *mime.Sample) { s.Items = nil }), 554, smtp.EnhancedCode{5, 6, 0}},
 		{"invalid INS", compose(func(s *mime.Sample) { s.PatientINS = "184127512345641" }), 554, smtp.EnhancedCode{5, 6, 0}},
 		{"prescriber identifier not the account's", compose(func(s *mime.Sample) { s.RPPS = "10101209999" }), 554, smtp.EnhancedCode{5, 7, 1}},

@@ -41,6 +41,7 @@ type Filing struct {
 	Signer     string    // signer e-mail
 	IDNPS      string    // signer IDNPS
 	PatientINS string    // for the index by patient ("" when none)
+	Delivery   string    // the patient's delivery choice as signed: "messaging-only", "paper" or ""
 	Meta       []byte    // opaque cache (the IMAP layer stores ENVELOPE/BODYSTRUCTURE here)
 }
 
@@ -72,6 +73,7 @@ type Record struct {
 	Signer     string
 	IDNPS      string
 	PatientINS string
+	Delivery   string // the patient's delivery choice as signed ("" when not stated)
 	Owner      string // account that created it: Sender for File, the appending account for Append
 	Appended   bool   // created by IMAP APPEND: not a verified filing, in no index
 }

@@ -59,32 +59,39 @@ func uniqueRecipients(in []string) []string {
 	return out
 }
 
-// findResend looks f up in the dedupe indexes: the prescription number
-// when there is one, else the sender's Message-ID. It returns the first
-// filing's id with dup set for the same digest, and ErrReplay for other
-// content under the same key.
+// findResend looks f up in the dedupe indexes: the prescription number,
+// then the sender's Message-ID. The same key with the same digest is a
+// resend (the first filing's id, dup set); the same key with another digest
+// is a replay: a second prescription under a filed number, or a sender
+// reusing a Message-ID for other content (RFC 5322 §3.6.4 makes it unique).
 func findResend(tx *bbolt.Tx, f *Filing) (id uint64, dup bool, err error) {
-	var v []byte
-	var what string
-	switch {
-	case f.Number != "":
-		v, what = tx.Bucket(bucketIdxNum).Get([]byte(f.Number)), "prescription number"
-	case f.MessageID != "":
-		v, what = tx.Bucket(bucketIdxMsgID).Get(msgIDKey(f.Sender, f.MessageID)), "Message-ID from this sender"
-	default:
-		return 0, false, nil
+	type key struct {
+		b    []byte
+		k    []byte
+		what string
 	}
-	if v == nil {
-		return 0, false, nil
+	var keys []key
+	if f.Number != "" {
+		keys = append(keys, key{bucketIdxNum, []byte(f.Number), "prescription number"})
 	}
-	id, digest, err := decodeIdx(v)
-	if err != nil {
-		return 0, false, fmt.Errorf("store: dedupe index: %w", err)
+	if f.MessageID != "" {
+		keys = append(keys, key{bucketIdxMsgID, msgIDKey(f.Sender, f.MessageID), "Message-ID from this sender"})
 	}
-	if digest == f.Digest {
-		return id, true, nil
+	for _, k := range keys {
+		v := tx.Bucket(k.b).Get(k.k)
+		if v == nil {
+			continue
+		}
+		id, digest, err := decodeIdx(v)
+		if err != nil {
+			return 0, false, fmt.Errorf("store: dedupe index: %w", err)
+		}
+		if digest == f.Digest {
+			return id, true, nil
+		}
+		return 0, false, fmt.Errorf("store: %s already filed as record %d with other content: %w", k.what, id, ErrReplay)
 	}
-	return 0, false, fmt.Errorf("store: %s already filed as record %d with other content: %w", what, id, ErrReplay)
+	return 0, false, nil
 }
 
 // putRecord writes a new record with its bytes and cache; the caller has
@@ -114,9 +121,9 @@ func putRecord(tx *bbolt.Tx, rec *Record, raw, meta []byte) (uint64, error) {
 // File writes the record, its indexes and one INBOX entry per recipient in
 // one transaction; when it returns nil the data is fsync'd. Concurrent calls
 // share commits (group commit, see commit.go). A resend of the same
-// prescription (same Number and Digest, or, without a Number, same
-// Sender+MessageID and Digest) returns the first filing with Duplicate set
-// and writes nothing; the same key with another Digest returns ErrReplay.
+// prescription (same Number and Digest, or same Sender+MessageID and Digest)
+// returns the first filing with Duplicate set and writes nothing; either key
+// already filed with another Digest returns ErrReplay.
 // Recipients are deduplicated; each gets its account created if needed.
 //
 // ctx is checked before the filing is queued; once queued, File waits for
@@ -168,7 +175,7 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 		id, err = putRecord(w.tx, &Record{
 			Received: received, Size: int64(len(f.Raw)), Sender: f.Sender, Recipients: recips,
 			Number: f.Number, Digest: f.Digest, MessageID: f.MessageID, Signer: f.Signer,
-			IDNPS: f.IDNPS, PatientINS: f.PatientINS, Owner: f.Sender,
+			IDNPS: f.IDNPS, PatientINS: f.PatientINS, Delivery: f.Delivery, Owner: f.Sender,
 		}, f.Raw, f.Meta)
 		if err != nil {
 			return err

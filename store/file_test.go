@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestFileReadBack(t *testing.T) {
@@ -41,7 +42,7 @@ func TestFileReadBack(t *testing.T) {
 	}
 	want := Record{ID: res.ID, Received: f.Received, Size: int64(len(f.Raw)), Sender: f.Sender,
 		Recipients: []string{"pharma@example.org", "nurse@example.org"}, Number: f.Number, Digest: f.Digest,
-		MessageID: f.MessageID, Signer: f.Signer, IDNPS: f.IDNPS, PatientINS: f.PatientINS, Owner: f.Sender}
+		MessageID: f.MessageID, Signer: f.Signer, IDNPS: f.IDNPS, PatientINS: f.PatientINS, Delivery: f.Delivery, Owner: f.Sender}
 	if !rec.Received.Equal(want.Received) {
 		t.Errorf("Received %v want %v", rec.Received, want.Received)
 	}
@@ -99,7 +100,8 @@ func TestFileDedupe(t *testing.T) {
 	}{
 		{"same number same digest", base, other(func(f *Filing) { f.MessageID = "<other@x>" }), true, nil},
 		{"same number other digest", base, other(func(f *Filing) { f.Digest[0] ^= 1 }), false, ErrReplay},
-		{"other number same digest", base, other(func(f *Filing) { f.Number = "RX-other" }), false, nil},
+		{"other number, other Message-ID", base, other(func(f *Filing) { f.Number = "RX-other"; f.MessageID = "<other@x>"; f.Digest[0] ^= 1 }), false, nil},
+		{"other number, Message-ID reused with other content", base, other(func(f *Filing) { f.Number = "RX-other"; f.Digest[0] ^= 1 }), false, ErrReplay},
 		{"no number: same msgid same digest", noNumber(func(*Filing) {}), noNumber(func(*Filing) {}), true, nil},
 		{"no number: same msgid other digest", noNumber(func(*Filing) {}), noNumber(func(f *Filing) { f.Digest[0] ^= 1 }), false, ErrReplay},
 		{"no number: other sender", noNumber(func(*Filing) {}), noNumber(func(f *Filing) { f.Sender = "dr2@example.org"; f.Digest[0] ^= 1 }), false, nil},
@@ -297,5 +299,24 @@ func TestFileNoRecipients(t *testing.T) {
 	}
 	if _, err := s.Bytes(res.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRecordWithoutDelivery: records written before the delivery field
+// existed decode with an empty choice.
+func TestRecordWithoutDelivery(t *testing.T) {
+	r := &Record{Received: time.Unix(1700000000, 0).UTC(), Sender: "dr@example.org", Number: "RX1", Delivery: "paper"}
+	full := encodeRecord(r)
+	old := full[:len(full)-len("paper")-1] // the trailing length-prefixed string
+	got, err := decodeRecord(1, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Delivery != "" || got.Number != "RX1" {
+		t.Errorf("old record decoded as %+v", got)
+	}
+	got, err = decodeRecord(1, full)
+	if err != nil || got.Delivery != "paper" {
+		t.Errorf("new record decoded as %+v, %v", got, err)
 	}
 }

@@ -47,6 +47,7 @@ func testFiling(n int, recipients ...string) *Filing {
 		Signer:     "dr@example.org",
 		IDNPS:      "810101201234",
 		PatientINS: "180017512345610",
+		Delivery:   "messaging-only",
 		Meta:       []byte(fmt.Sprintf("meta %d", n)),
 	}
 }

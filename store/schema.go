@@ -280,6 +280,9 @@ func encodeRecord(r *Record) []byte {
 	e.str(r.PatientINS)
 	e.str(r.Owner)
 	e.bool(r.Appended)
+	// Fields added after the first release of format 1 go at the end:
+	// older records simply lack them (decodeRecord treats them as empty).
+	e.str(r.Delivery)
 	return e.b
 }
 
@@ -316,6 +319,9 @@ func decodeRecord(id uint64, v []byte) (*Record, error) {
 	r.PatientINS = d.str("record ins")
 	r.Owner = d.str("record owner")
 	r.Appended = d.bool("record appended")
+	if d.err == nil && len(d.b) > 0 {
+		r.Delivery = d.str("record delivery")
+	}
 	if d.err != nil {
 		return nil, fmt.Errorf("record %d: %w", id, d.err)
 	}

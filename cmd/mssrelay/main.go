@@ -21,6 +21,7 @@ Usage:
   mssrelay hash-password                         read a password on stdin, print its bcrypt hash
   mssrelay demo send  [-data DIR] [-to ADDR]     sign and submit a sample prescription as the demo prescriber
   mssrelay demo fetch [-data DIR] [-user ADDR]   read the demo pharmacy's INBOX and verify each signature
+  mssrelay rx show [-content] NUMBER             what was filed under a prescription number (relay stopped)
   mssrelay version                               print the version
 
 Run "mssrelay COMMAND -h" for a command's flags.
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdHashPassword(args, stdin, stdout)
 	case "demo":
 		err = cmdDemo(ctx, args, stdout)
+	case "rx":
+		err = cmdRx(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "mssrelay", version)
 	case "help", "-h", "--help":
@@ -76,6 +79,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+type flagSet = flag.FlagSet
 
 func newFlags(name string, out io.Writer, help string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

@@ -117,6 +117,7 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 		Signer:     from,
 		IDNPS:      res.Signer.IDNPS,
 		PatientINS: rx.PatientINS,
+		Delivery:   rx.Delivery,
 	}
 	if in.Meta != nil {
 		f.Meta = in.Meta(stored)
