@@ -31,6 +31,8 @@ type harness struct {
 	relay *relay.Relay
 	addrs map[string]string
 	stop  func()
+
+	adjust func(*configs.Config)
 }
 
 var loopbackPorts = demo.Ports{
@@ -40,12 +42,19 @@ var loopbackPorts = demo.Ports{
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith lets a test adjust the loaded configuration before the
+// relay starts (limits, timeouts).
+func newHarnessWith(t *testing.T, adjust func(*configs.Config)) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	info, _, err := demo.Ensure(dir, loopbackPorts)
 	if err != nil {
 		t.Fatalf("demo.Ensure: %v", err)
 	}
-	h := &harness{t: t, dir: dir, info: info}
+	h := &harness{t: t, dir: dir, info: info, adjust: adjust}
 	h.start()
 	t.Cleanup(h.shutdown)
 	return h
@@ -57,6 +66,9 @@ func (h *harness) start() {
 	cfg, err := configs.Load(filepath.Join(h.dir, demo.ConfigFile))
 	if err != nil {
 		h.t.Fatalf("loading config: %v", err)
+	}
+	if h.adjust != nil {
+		h.adjust(cfg)
 	}
 	h.cfg = cfg
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

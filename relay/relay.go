@@ -35,6 +35,20 @@ const (
 	IMAPSTARTTLS      = "imap-starttls"       // STARTTLS, port 143
 )
 
+// busyReply is what a plaintext listener says to a connection over the
+// limit before closing it: RFC 5321 §3.1 (421, service not available) and
+// RFC 3501 §7.1.5 (BYE). TLS listeners close without a word: nothing may be
+// sent before the handshake.
+func busyReply(kind string) []byte {
+	switch kind {
+	case SMTPSubmission:
+		return []byte("421 4.3.2 Too many connections, try again later\r\n")
+	case IMAPSTARTTLS:
+		return []byte("* BYE Too many connections, try again later\r\n")
+	}
+	return nil
+}
+
 // Relay is a configured daemon.
 type Relay struct {
 	cfg   *configs.Config
@@ -167,6 +181,7 @@ func (r *Relay) Listen() error {
 				r.closeListeners()
 				return fmt.Errorf("%s listener on %s: %w", g.kind, a, err)
 			}
+			l = newLimitListener(l, r.cfg.Limits.MaxConnections, busyReply(g.kind))
 			r.listeners = append(r.listeners, bound{kind: g.kind, l: l})
 		}
 	}

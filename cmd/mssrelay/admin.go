@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+
+	"golang.org/x/term"
 
 	"mssrelay/configs"
 )
@@ -26,21 +29,38 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// cmdHashPassword reads one password line on stdin (so it never appears in
-// the shell history or the process list) and prints its hash for the
-// password_hash key of an account.
+// cmdHashPassword reads the password on a terminal without echo (asked
+// twice), or one line on standard input when it is a pipe, so that it never
+// appears in the shell history or the process list, and prints its hash
+// for the password_hash key of an account.
 func cmdHashPassword(args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := newFlags("hash-password", stdout, "hash-password < password-file")
+	fs := newFlags("hash-password", stdout, "hash-password   (prompts on a terminal, or reads one line on stdin)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && err != io.EOF {
-		return fmt.Errorf("reading the password: %w", err)
+	var pw string
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p1, err := prompt(f, "Password: ")
+		if err != nil {
+			return err
+		}
+		p2, err := prompt(f, "Again: ")
+		if err != nil {
+			return err
+		}
+		if p1 != p2 {
+			return usageError{"the two passwords differ"}
+		}
+		pw = p1
+	} else {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("reading the password: %w", err)
+		}
+		pw = strings.TrimRight(line, "\r\n")
 	}
-	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return usageError{"no password on standard input"}
+		return usageError{"no password given"}
 	}
 	h, err := configs.HashPassword(pw)
 	if err != nil {
@@ -48,4 +68,14 @@ func cmdHashPassword(args []string, stdin io.Reader, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, h)
 	return nil
+}
+
+func prompt(f *os.File, label string) (string, error) {
+	fmt.Fprint(os.Stderr, label)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return "", fmt.Errorf("reading the password: %w", err)
+	}
+	return string(b), nil
 }
