@@ -44,6 +44,18 @@ func requireTool(t *testing.T, name, pkg string) {
 	}
 }
 
+// requireSwaksTLS: swaks only Recommends Net::SSLeay, so an install with
+// --no-install-recommends has a swaks that cannot STARTTLS.
+func requireSwaksTLS(t *testing.T) {
+	t.Helper()
+	if r := runTool(t, nil, "swaks", "--support"); !strings.Contains(r.stdout+r.stderr, "=== TLS supported") {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("swaks lacks TLS support (CI must install the Debian package libnet-ssleay-perl)\n%s", r.output())
+		}
+		t.Skipf("swaks lacks TLS support (Debian package libnet-ssleay-perl)")
+	}
+}
+
 // toolRun is the outcome of one external command.
 type toolRun struct {
 	stdout, stderr string
@@ -112,6 +124,7 @@ func smtpData(msg []byte) []byte {
 // administrators to test mail servers.
 func TestSwaksSubmission(t *testing.T) {
 	requireTool(t, "swaks", "swaks")
+	requireSwaksTLS(t)
 	h := newHarness(t)
 	root := h.info.Path(h.info.RootCA)
 	addr := h.addrs[relay.SMTPSubmission]
@@ -276,7 +289,12 @@ func TestPythonClients(t *testing.T) {
 	if res.Error != "" || r.exit != 0 {
 		t.Fatalf("script failed: %s\n%s", res.Error, r.output())
 	}
-	t.Logf("python client results: %s", r.stdout)
+	if testing.Verbose() {
+		short := res
+		short.IMAP.BodyB64 = fmt.Sprintf("(%d base64 characters)", len(res.IMAP.BodyB64))
+		b, _ := json.Marshal(short)
+		t.Logf("python client results: %s", b)
+	}
 
 	// SMTP.
 	if a := res.SMTPAuthBeforeTLS; a.Advertised || !a.StartTLS || a.Code != 523 || !strings.HasPrefix(a.Text, "5.7.10 ") {
@@ -399,19 +417,26 @@ func TestMbsyncMaildir(t *testing.T) {
 
 	dir := t.TempDir()
 	maildir := filepath.Join(dir, "mail")
-	inbox := filepath.Join(maildir, "INBOX")
+	inbox := filepath.Join(maildir, "INBOX") // as the config below names it
+	if err := os.Mkdir(maildir, 0o700); err != nil { // mbsync creates folders, not the store root
+		t.Fatal(err)
+	}
 	u := h.info.Pharmacy
 	if strings.ContainsAny(u.Password, `"\`) {
 		t.Fatalf("password needs escaping in the mbsync config")
 	}
-	host, port, ok := strings.Cut(h.addrs[relay.IMAPTLS], ":")
+	_, port, ok := strings.Cut(h.addrs[relay.IMAPTLS], ":")
 	if !ok {
 		t.Fatalf("IMAP address %q", h.addrs[relay.IMAPTLS])
 	}
 	// isync 1.4 syntax (Far/Near). Verification is on by default with
-	// SSLType IMAPS; CertificateFile adds the demo root as a trust anchor.
-	config := fmt.Sprintf(`IMAPAccount relay
-Host %s
+	// SSLType IMAPS; CertificateFile adds ca as a trust anchor.
+	// Host is "localhost": isync matches the host name against DNS names
+	// only, not IP address SANs, and tries each resolved address in turn
+	// (the relay listens on 127.0.0.1).
+	config := func(ca, maildir string) string {
+		return fmt.Sprintf(`IMAPAccount relay
+Host localhost
 Port %s
 User "%s"
 Pass "%s"
@@ -425,7 +450,7 @@ Account relay
 
 MaildirStore local
 Path "%s/"
-Inbox "%s"
+Inbox "%s/INBOX"
 
 Channel inbox
 Far :relay-remote:INBOX
@@ -433,15 +458,36 @@ Near :local:INBOX
 Create Near
 Sync All
 SyncState *
-`, host, port, u.Address, u.Password, h.info.Path(h.info.RootCA), maildir, inbox)
-	cfg := writeTemp(t, "mbsyncrc", []byte(config))
+`, port, u.Address, u.Password, ca, maildir, maildir)
+	}
 	// HOME in the temp dir: mbsync must not read or write the user's files.
 	env := []string{"HOME=" + dir}
+	cfg := writeTemp(t, "mbsyncrc", []byte(config(h.info.Path(h.info.RootCA), maildir)))
 	sync := func(t *testing.T) {
 		t.Helper()
-		if r := runTool(t, env, "mbsync", "-c", cfg, "-V", "inbox"); r.exit != 0 {
+		r := runTool(t, env, "mbsync", "-c", cfg, "-V", "inbox")
+		if r.exit != 0 {
 			t.Fatalf("mbsync failed\n%s", r.output())
 		}
+		if testing.Verbose() {
+			t.Logf("mbsync:\n%s", r.output())
+		}
+	}
+
+	// Certificate verification is real: trusting another CA, mbsync refuses
+	// the server and creates nothing.
+	other, err := signing.NewDevPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignRoot := writeTemp(t, "foreign-root.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Root.Cert.Raw}))
+	foreignDir := filepath.Join(dir, "foreign")
+	if err := os.Mkdir(foreignDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := runTool(t, env, "mbsync", "-c", writeTemp(t, "mbsyncrc-foreign", []byte(config(foreignRoot, foreignDir))), "inbox")
+	if r.exit == 0 || !strings.Contains(r.stderr, "certificate") {
+		t.Fatalf("mbsync trusting another CA: want a certificate failure\n%s", r.output())
 	}
 
 	sync(t)
@@ -449,14 +495,37 @@ SyncState *
 	if len(first) != len(sent) {
 		t.Fatalf("Maildir holds %d messages after the first sync, want %d: %v", len(first), len(sent), first)
 	}
-	content, err := os.ReadFile(filepath.Join(inbox, first[0]))
-	if err != nil {
-		t.Fatal(err)
+	// Each Maildir file is a server message, byte for byte up to what a
+	// Maildir holds differently; map files to server UIDs.
+	c := h.imap(u, nil)
+	server := fetchAll(t, c, "INBOX")
+	uidOf := make(map[string]imap.UID)
+	for _, f := range first {
+		raw, err := os.ReadFile(filepath.Join(inbox, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := fromMaildir(raw)
+		for _, m := range server {
+			if bytes.Equal(local, m.FindBodySection(&imap.FetchItemBodySection{Peek: true})) {
+				uidOf[f] = m.UID
+			}
+		}
+		if uidOf[f] == 0 {
+			t.Fatalf("%s matches no server message", f)
+		}
+		if !bytes.HasSuffix(local, sent[0]) && !bytes.HasSuffix(local, sent[1]) {
+			t.Fatalf("%s does not end with a submitted message", f)
+		}
+		// The Maildir copy is what mutt or notmuch would verify.
+		if _, err := exec.LookPath("openssl"); err == nil {
+			opensslVerify(t, h.info, raw)
+		}
 	}
-	// mbsync stores Maildir files with the local (LF) line ends: compare in
-	// canonical CRLF form.
-	if norm := crlf(content); !bytes.HasSuffix(norm, sent[0]) && !bytes.HasSuffix(norm, sent[1]) {
-		t.Fatalf("%s does not end with a submitted message", first[0])
+	for _, m := range server {
+		if hasFlag(m.Flags, imap.FlagSeen) {
+			t.Fatalf("UID %d is \\Seen after mbsync fetched it (must fetch with PEEK): %v", m.UID, m.Flags)
+		}
 	}
 
 	sync(t)
@@ -465,7 +534,7 @@ SyncState *
 	}
 
 	// Mark the first message read the way a Maildir reader does: move it to
-	// cur/ with S in its info part (":2,<flags>", flags sorted).
+	// cur/ with S in its info part (":2,<flags>", flags in ASCII order).
 	name := filepath.Base(first[0])
 	base, info, _ := strings.Cut(name, ":2,")
 	flags := []byte(info + "S")
@@ -473,22 +542,27 @@ SyncState *
 	if err := os.Rename(filepath.Join(inbox, first[0]), filepath.Join(inbox, "cur", base+":2,"+string(flags))); err != nil {
 		t.Fatal(err)
 	}
-	c := h.imap(u, nil)
-	before := fetchAll(t, c, "INBOX")
-	for _, m := range before {
-		if hasFlag(m.Flags, imap.FlagSeen) {
-			t.Fatalf("UID %d is \\Seen before mbsync pushed the flag (mbsync fetches with PEEK): %v", m.UID, m.Flags)
-		}
-	}
 	sync(t)
-	after := fetchAll(t, c, "INBOX")
-	seen := 0
-	for _, m := range after {
-		if hasFlag(m.Flags, imap.FlagSeen) {
-			seen++
+	for _, m := range fetchAll(t, c, "INBOX") {
+		if want := m.UID == uidOf[first[0]]; hasFlag(m.Flags, imap.FlagSeen) != want {
+			t.Errorf("UID %d flags %v after syncing %s read; want \\Seen %v", m.UID, m.Flags, first[0], want)
 		}
 	}
-	if seen != 1 {
-		t.Fatalf("%d messages \\Seen on the server after syncing one read message, want 1", seen)
+}
+
+// fromMaildir undoes what mbsync changes when it writes a Maildir file:
+// line ends become LF, and it adds an X-TUID header field (its own marker to
+// recognise a message after an interrupted sync). What remains must be the
+// server's bytes.
+func fromMaildir(raw []byte) []byte {
+	header, body, _ := bytes.Cut(raw, []byte("\n\n"))
+	var b bytes.Buffer
+	for line := range bytes.Lines(append(header, '\n')) {
+		if !bytes.HasPrefix(line, []byte("X-TUID: ")) {
+			b.Write(line)
+		}
 	}
+	b.WriteString("\n")
+	b.Write(body)
+	return crlf(b.Bytes())
 }

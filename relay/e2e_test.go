@@ -529,3 +529,31 @@ func TestOpenSSLSignedPrescription(t *testing.T) {
 		opensslVerify(t, h.info, m.FindBodySection(&imap.FetchItemBodySection{Peek: true}))
 	}
 }
+
+// TestTLSResumption: clients that reconnect for every message resume their
+// TLS session (RFC 8446 §2.2 PSK, session tickets with keys that crypto/tls
+// rotates itself) instead of paying a full handshake.
+func TestTLSResumption(t *testing.T) {
+	h := newHarness(t)
+	for _, kind := range []string{relay.SMTPSubmissionTLS, relay.IMAPTLS} {
+		cfg := h.clientTLS()
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		for i := 0; i < 2; i++ {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addrs[kind], cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Reading the greeting also reads the TLS 1.3 session ticket
+			// the server sends after the handshake.
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Read(make([]byte, 512)); err != nil {
+				t.Fatal(err)
+			}
+			resumed := conn.ConnectionState().DidResume
+			conn.Close()
+			if i == 1 && !resumed {
+				t.Errorf("%s: second connection did not resume the TLS session", kind)
+			}
+		}
+	}
+}

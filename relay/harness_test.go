@@ -24,7 +24,7 @@ import (
 // harness runs a real relay in-process on random loopback ports, set up
 // exactly as the embedded default is (generated PKI, demo accounts).
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	info  *demo.Info
 	cfg   *configs.Config
@@ -40,14 +40,14 @@ var loopbackPorts = demo.Ports{
 	IMAPTLS: "127.0.0.1:0", IMAPSTARTTLS: "127.0.0.1:0",
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	return newHarnessWith(t, nil)
 }
 
 // newHarnessWith lets a test adjust the loaded configuration before the
 // relay starts (limits, timeouts).
-func newHarnessWith(t *testing.T, adjust func(*configs.Config)) *harness {
+func newHarnessWith(t testing.TB, adjust func(*configs.Config)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	info, _, err := demo.Ensure(dir, loopbackPorts)
@@ -211,7 +211,7 @@ func smtpCode(err error) (int, smtp.EnhancedCode) {
 	return 0, smtp.EnhancedCode{}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))

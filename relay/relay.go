@@ -94,7 +94,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxDepth:        cfg.Limits.MaxMIMEDepth,
 		MaxParts:        cfg.Limits.MaxMIMEParts,
 	}
-	dir := auth.New(cfg)
+	dir := auth.New(cfg, auth.Options{})
 	in := &intake.Intake{
 		Store:    st,
 		Trust:    trust,
