@@ -120,6 +120,20 @@ func smtpData(msg []byte) []byte {
 	return b.Bytes()
 }
 
+// withDotLine returns a fresh signed prescription with a line starting with
+// "." in the preamble of its multipart/signed body (outside the signed
+// part): the client must dot-stuff it and the relay un-stuff it (RFC 5321
+// §4.5.2), or the stored bytes differ from the submitted ones.
+func withDotLine(t *testing.T, h *harness) []byte {
+	t.Helper()
+	msg, _ := h.prescription()
+	const preamble = "\r\n\r\nThis is an S/MIME signed message"
+	if !bytes.Contains(msg, []byte(preamble)) {
+		t.Fatalf("prescription has no preamble %q to add a dot line to", preamble)
+	}
+	return bytes.Replace(msg, []byte(preamble), []byte("\r\n\r\n.A preamble line starting with a dot.\r\n..And one with two."+preamble[4:]), 1)
+}
+
 // TestSwaksSubmission drives submission with swaks, an SMTP client used by
 // administrators to test mail servers.
 func TestSwaksSubmission(t *testing.T) {
@@ -146,9 +160,9 @@ func TestSwaksSubmission(t *testing.T) {
 	verifiedTLS := []string{"--tls", "--tls-verify", "--tls-ca-path", root}
 	auth := []string{"--auth", "PLAIN", "--auth-user", from, "--auth-password", h.info.Prescriber.Password, "--auth-hide-password"}
 
-	msg, _ := h.prescription()
+	msg := withDotLine(t, h)
 	t.Run("signed prescription accepted", func(t *testing.T) {
-		r := swaks(t, msg, append(verifiedTLS, auth...)...)
+		r := swaks(t, msg, slices.Concat(verifiedTLS, auth)...)
 		if r.exit != 0 {
 			t.Fatalf("swaks failed\n%s", r.output())
 		}
@@ -184,15 +198,15 @@ func TestSwaksSubmission(t *testing.T) {
 		exit  int    // swaks exit code (see swaks --help, EXIT CODES)
 		reply string // in swaks output
 	}{
-		{"unsigned message", unsigned, append(verifiedTLS, auth...), 26, "<~* 554 5.7.0 "},
+		{"unsigned message", unsigned, slices.Concat(verifiedTLS, auth), 26, "<~* 554 5.7.0 "},
 		// go-smtp advertises no AUTH on plaintext (RFC 4954 §4): swaks
 		// gives up before sending credentials.
 		{"AUTH without TLS", fresh, auth, 28, "Host did not advertise authentication"},
 		{"MAIL without TLS or AUTH", fresh, nil, 23, "<** 530 5.7.0 "},
 		{"MAIL after TLS without AUTH", fresh, verifiedTLS, 23, "<~* 530 5.7.0 "},
-		{"wrong password", fresh, append(verifiedTLS, "--auth", "PLAIN", "--auth-user", from, "--auth-password", "not-the-password"), 28, "<~* 535 5.7.8 "},
+		{"wrong password", fresh, slices.Concat(verifiedTLS, []string{"--auth", "PLAIN", "--auth-user", from, "--auth-password", "not-the-password"}), 28, "<~* 535 5.7.8 "},
 		// --tls-verify is real: a server certificate from another CA fails.
-		{"server certificate from another CA", fresh, append([]string{"--tls", "--tls-verify", "--tls-ca-path", foreignRoot}, auth...), 29, "certificate verify failed"},
+		{"server certificate from another CA", fresh, slices.Concat([]string{"--tls", "--tls-verify", "--tls-ca-path", foreignRoot}, auth), 29, "certificate verify failed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,7 +278,7 @@ func modernTLS(v string) bool { return v == "TLSv1.2" || v == "TLSv1.3" }
 func TestPythonClients(t *testing.T) {
 	requireTool(t, "python3", "python3")
 	h := newHarness(t)
-	msg1, _ := h.prescription()
+	msg1 := withDotLine(t, h)
 	msg2, _ := h.prescription()
 	env := []string{
 		"MSS_CA=" + h.info.Path(h.info.RootCA),
@@ -418,7 +432,8 @@ func TestMbsyncMaildir(t *testing.T) {
 	dir := t.TempDir()
 	maildir := filepath.Join(dir, "mail")
 	inbox := filepath.Join(maildir, "INBOX") // as the config below names it
-	if err := os.Mkdir(maildir, 0o700); err != nil { // mbsync creates folders, not the store root
+	// mbsync creates folders (Create Near), not the store's root.
+	if err := os.Mkdir(maildir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	u := h.info.Pharmacy
