@@ -13,6 +13,7 @@ type Config struct {
 	SMTP     SMTP      `toml:"smtp"`
 	IMAP     IMAP      `toml:"imap"`
 	Trust    Trust     `toml:"trust"`
+	Signer   Signer    `toml:"signer"`
 	Limits   Limits    `toml:"limits"`
 	Log      Log       `toml:"log"`
 	Accounts []Account `toml:"account"`
@@ -53,7 +54,26 @@ type Trust struct {
 	Anchors       []string `toml:"anchors"`       // PEM files of root certificates, at least one
 	Intermediates []string `toml:"intermediates"` // PEM files
 	CRLs          []string `toml:"crls"`          // PEM or DER CRL files
+	// CRLOptionalIssuers are PEM files of CA certificates whose issued
+	// certificates need no CRL; every other issuer of a chain needs a
+	// fresh one (signing.LoadTrustOptions).
+	CRLOptionalIssuers []string `toml:"crl_optional_issuers"`
+	// ReloadInterval is how often the relay checks the trust files for
+	// changes (signing.Trust.Changed) and reloads them; default 60s.
+	ReloadInterval Duration `toml:"reload_interval"`
 }
+
+// Signer is the relay's own organisation certificate, used to sign the
+// notifications it emits (DSN, MDN). The section is optional: without cert
+// and key the relay sends its notifications unsigned.
+type Signer struct {
+	Cert    string `toml:"cert"`    // PEM chain, leaf first; EKU emailProtection, Address in its SAN
+	Key     string `toml:"key"`     // PEM private key of Cert
+	Address string `toml:"address"` // From: of notifications; default "postmaster@" + server.mail_domain
+}
+
+// Signs reports whether notifications are to be signed (cert and key set).
+func (s Signer) Signs() bool { return s.Cert != "" && s.Key != "" }
 
 // Limits bound sizes, counts and times.
 type Limits struct {

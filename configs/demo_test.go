@@ -104,3 +104,65 @@ func TestRenderDemoQuotes(t *testing.T) {
 		t.Errorf("want exactly the hostname and name refused, got:\n%v", err)
 	}
 }
+
+// TestRenderDemoTrustAndSigner: CRLs, CRL-optional issuers and [signer]
+// appear when set and round-trip; without them nothing is rendered.
+func TestRenderDemoTrustAndSigner(t *testing.T) {
+	dir := fixtureDir(t)
+	p := demoParams(t)
+	out, err := RenderDemo(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{"crls", "crl_optional_issuers", "[signer]"} {
+		if bytes.Contains(out, []byte(absent)) {
+			t.Errorf("%s rendered without being set:\n%s", absent, out)
+		}
+	}
+
+	p.CRLs = []string{"ca.crl"}
+	p.CRLOptionalIssuers = []string{"anchor.pem", "inter.pem"}
+	p.SignerCert, p.SignerKey = "signer.pem", "signer-key.pem"
+	p.SignerAddress = "postmaster@relay.test.example"
+	out, err = RenderDemo(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("demo.toml", dir, out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := []string{filepath.Join(dir, "anchor.pem"), filepath.Join(dir, "inter.pem")}
+	if !reflect.DeepEqual(cfg.Trust.CRLOptionalIssuers, want) || !reflect.DeepEqual(cfg.Trust.CRLs, []string{filepath.Join(dir, "ca.crl")}) {
+		t.Errorf("trust: crls %v, crl_optional_issuers %v", cfg.Trust.CRLs, cfg.Trust.CRLOptionalIssuers)
+	}
+	s := cfg.Signer
+	if !s.Signs() || s.Cert != filepath.Join(dir, "signer.pem") || s.Key != filepath.Join(dir, "signer-key.pem") || s.Address != p.SignerAddress {
+		t.Errorf("signer: %+v", s)
+	}
+
+	// The address alone renders a [signer] with the address only.
+	p.SignerCert, p.SignerKey = "", ""
+	out, err = RenderDemo(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = Parse("demo.toml", dir, out); err != nil || cfg.Signer.Signs() || cfg.Signer.Address != p.SignerAddress {
+		t.Errorf("address-only signer: %v, %+v", err, cfg)
+	}
+
+	// A hostile address stays one string.
+	p.SignerAddress = "x\"\n[log]\nlevel = \"debug\"\n"
+	out, err = RenderDemo(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(out), "\n[log]\n") != 1 {
+		t.Errorf("the signer address added a table:\n%s", out)
+	}
+	_, err = Parse("demo.toml", dir, out)
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Key != "signer.address" {
+		t.Errorf("want only signer.address refused, got:\n%v", err)
+	}
+}

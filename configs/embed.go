@@ -29,11 +29,21 @@ type DemoParams struct {
 	Cert, Key     string // server certificate chain and key, PEM
 	Anchors       []string
 	Intermediates []string
-	Submission    string // host:port, STARTTLS submission
-	SubmissionTLS string // host:port, implicit TLS submission
-	IMAPTLS       string // host:port, implicit TLS IMAP
-	IMAPSTARTTLS  string // host:port, STARTTLS IMAP
-	Accounts      []Account
+	// CRLs and CRLOptionalIssuers are rendered when set. A demo without
+	// CRLs must list its CAs as CRL-optional, or every signature is
+	// refused as revocation-unknown.
+	CRLs               []string
+	CRLOptionalIssuers []string
+	Submission         string // host:port, STARTTLS submission
+	SubmissionTLS      string // host:port, implicit TLS submission
+	IMAPTLS            string // host:port, implicit TLS IMAP
+	IMAPSTARTTLS       string // host:port, STARTTLS IMAP
+	Accounts           []Account
+	// The [signer] section is rendered when any of these is set: the
+	// relay's organisation certificate chain and key (PEM) that sign its
+	// notifications, and their From: address (default postmaster@ the
+	// mail domain).
+	SignerCert, SignerKey, SignerAddress string
 }
 
 var demoTmpl = template.Must(template.New("demo.toml").Funcs(template.FuncMap{

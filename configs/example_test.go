@@ -36,6 +36,13 @@ func exampleInDir(t *testing.T) (dir string, text []byte) {
 	for _, f := range raw.Trust.CRLs {
 		writeFile(t, f, p.crlDER)
 	}
+	for _, f := range raw.Trust.CRLOptionalIssuers {
+		writeFile(t, f, p.caPEM)
+	}
+	if raw.Signer.Cert != "" {
+		writeFile(t, raw.Signer.Cert, p.signerPEM)
+		writeFile(t, raw.Signer.Key, p.signerKeyPEM)
+	}
 	return dir, text
 }
 

@@ -12,6 +12,8 @@ func FuzzParse(f *testing.F) {
 	dir := fixtureDir(f)
 	f.Add([]byte(base(f)))
 	f.Add(Example)
+	f.Add([]byte(base(f) + "[signer]\ncert = \"signer.pem\"\nkey = \"signer-key.pem\"\naddress = \"Postmaster@X\"\n"))
+	f.Add([]byte("[trust]\ncrl_optional_issuers = [\"cert.pem\", \"\"]\nreload_interval = \"0.5s\"\n"))
 	f.Add([]byte("[server]\nhostname = 42\n[[account]]\naddress = \"a@b.example\"\n"))
 	f.Add([]byte("log = { level = \"info\", x = [1, {a = 2}] }\naccount = [{address = 3}, 4]\n"))
 	f.Add([]byte("tls.cert = 'a'\n[tls]\n[tls.cert]\n[[tls]]\n[account.x]\n"))

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -20,6 +21,15 @@ import (
 // testPKI is a throwaway CA and a server certificate it issued, PEM encoded.
 type testPKI struct {
 	caPEM, certPEM, keyPEM, otherKeyPEM, crlDER []byte
+
+	// S/MIME signing certificates for [signer], all but the Ed25519 one
+	// on signerKeyPEM's key.
+	signerPEM           []byte // emailProtection, SAN postmaster@ of both test domains
+	signerKeyPEM        []byte
+	signerOtherPEM      []byte // SAN notifications@relay.test.example only
+	signerEncOnlyPEM    []byte // key usage keyEncipherment only
+	signerEd25519PEM    []byte
+	signerEd25519KeyPEM []byte
 }
 
 var pkiOnce = sync.OnceValues(func() (*testPKI, error) {
@@ -84,12 +94,61 @@ var pkiOnce = sync.OnceValues(func() (*testPKI, error) {
 		return nil, err
 	}
 	enc := func(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
+	signerKey, signerKeyPEM, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	smime := func(serial int64, pub any, emails []string, ku x509.KeyUsage) ([]byte, error) {
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+			SerialNumber:   big.NewInt(serial),
+			Subject:        pkix.Name{CommonName: "Relay organisation"},
+			EmailAddresses: emails,
+			NotBefore:      now.Add(-time.Hour),
+			NotAfter:       now.Add(24 * time.Hour),
+			KeyUsage:       ku,
+			ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		}, caCert, pub, caKey)
+		if err != nil {
+			return nil, err
+		}
+		return append(enc(der), enc(caDER)...), nil
+	}
+	signerPEM, err := smime(3, &signerKey.PublicKey, []string{"postmaster@relay.test.example", "postmaster@example.org"}, x509.KeyUsageDigitalSignature)
+	if err != nil {
+		return nil, err
+	}
+	signerOtherPEM, err := smime(4, &signerKey.PublicKey, []string{"notifications@relay.test.example"}, x509.KeyUsageDigitalSignature)
+	if err != nil {
+		return nil, err
+	}
+	signerEncOnlyPEM, err := smime(5, &signerKey.PublicKey, []string{"postmaster@relay.test.example"}, x509.KeyUsageKeyEncipherment)
+	if err != nil {
+		return nil, err
+	}
+	edPub, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	edDER, err := x509.MarshalPKCS8PrivateKey(edKey)
+	if err != nil {
+		return nil, err
+	}
+	signerEd25519PEM, err := smime(6, edPub, []string{"postmaster@relay.test.example"}, x509.KeyUsageDigitalSignature)
+	if err != nil {
+		return nil, err
+	}
 	return &testPKI{
-		caPEM:       enc(caDER),
-		certPEM:     append(enc(srvDER), enc(caDER)...),
-		keyPEM:      srvKeyPEM,
-		otherKeyPEM: otherKeyPEM,
-		crlDER:      crl,
+		caPEM:               enc(caDER),
+		certPEM:             append(enc(srvDER), enc(caDER)...),
+		keyPEM:              srvKeyPEM,
+		otherKeyPEM:         otherKeyPEM,
+		crlDER:              crl,
+		signerPEM:           signerPEM,
+		signerKeyPEM:        signerKeyPEM,
+		signerOtherPEM:      signerOtherPEM,
+		signerEncOnlyPEM:    signerEncOnlyPEM,
+		signerEd25519PEM:    signerEd25519PEM,
+		signerEd25519KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: edDER}),
 	}, nil
 })
 
@@ -136,6 +195,12 @@ func fixtureDir(t testing.TB) string {
 	writeFile(t, filepath.Join(dir, "ca.crl"), p.crlDER)
 	writeFile(t, filepath.Join(dir, "garbage.pem"), []byte("not a certificate\n"))
 	writeFile(t, filepath.Join(dir, "empty.crl"), nil)
+	writeFile(t, filepath.Join(dir, "signer.pem"), p.signerPEM)
+	writeFile(t, filepath.Join(dir, "signer-key.pem"), p.signerKeyPEM)
+	writeFile(t, filepath.Join(dir, "signer-other.pem"), p.signerOtherPEM)
+	writeFile(t, filepath.Join(dir, "signer-enc.pem"), p.signerEncOnlyPEM)
+	writeFile(t, filepath.Join(dir, "signer-ed25519.pem"), p.signerEd25519PEM)
+	writeFile(t, filepath.Join(dir, "signer-ed25519-key.pem"), p.signerEd25519KeyPEM)
 	return dir
 }
 

@@ -194,6 +194,34 @@ func TestParseRefusals(t *testing.T) {
 		{"intermediate unreadable", `intermediates = ["inter.pem"]`, `intermediates = ["missing.pem"]`, 19, "trust.intermediates[0]", "no such file"},
 		{"crl unreadable", `crls = ["ca.crl"]`, `crls = ["missing.crl"]`, 20, "trust.crls[0]", "no such file"},
 		{"crl empty", `crls = ["ca.crl"]`, `crls = ["empty.crl"]`, 20, "trust.crls[0]", "empty file"},
+		{"anchor is not a CA", `anchors = ["anchor.pem"]`, `anchors = ["cert.pem"]`, 18, "trust.anchors[0]", "certificate 1 (CN=relay.test.example) is not a CA certificate"},
+		{"crl_optional_issuers unreadable", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\ncrl_optional_issuers = [\"anchor.pem\", \"missing.pem\"]", 21, "trust.crl_optional_issuers[1]", "no such file"},
+		{"crl_optional_issuers leaf", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\ncrl_optional_issuers = [\"cert.pem\"]", 21, "trust.crl_optional_issuers[0]", "is not a CA certificate"},
+		{"crl_optional_issuers not PEM", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\ncrl_optional_issuers = [\"garbage.pem\"]", 21, "trust.crl_optional_issuers[0]", "no PEM CERTIFICATE"},
+		{"crl_optional_issuers empty path", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\ncrl_optional_issuers = [\"\"]", 21, "trust.crl_optional_issuers[0]", "empty path"},
+		{"crl_optional_issuers a string", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\ncrl_optional_issuers = \"anchor.pem\"", 21, "trust.crl_optional_issuers", "expected an array of strings"},
+		{"reload_interval zero", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\nreload_interval = \"0s\"", 21, "trust.reload_interval", "must be from 1s to 1h0m0s"},
+		{"reload_interval under a second", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\nreload_interval = \"500ms\"", 21, "trust.reload_interval", "out of range"},
+		{"reload_interval over an hour", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\nreload_interval = \"2h\"", 21, "trust.reload_interval", "out of range"},
+		{"reload_interval integer", `crls = ["ca.crl"]`, "crls = [\"ca.crl\"]\nreload_interval = 60", 21, "trust.reload_interval", "expected a quoted duration"},
+
+		// Signer (the section starts at line 33 when appended).
+		{"signer cert without key", "", "[signer]\ncert = \"signer.pem\"\n", 33, "signer.key", "required when signer.cert is set"},
+		{"signer key without cert", "", "[signer]\nkey = \"signer-key.pem\"\n", 33, "signer.cert", "required when signer.key is set"},
+		{"signer cert empty path", "", "[signer]\ncert = \"\"\nkey = \"signer-key.pem\"\n", 34, "signer.cert", "empty path"},
+		{"signer key empty path", "", "[signer]\ncert = \"signer.pem\"\nkey = \"\"\n", 35, "signer.key", "empty path"},
+		{"signer cert unreadable", "", "[signer]\ncert = \"nope.pem\"\nkey = \"signer-key.pem\"\n", 34, "signer.cert", "no such file"},
+		{"signer key unreadable", "", "[signer]\ncert = \"signer.pem\"\nkey = \"nope.pem\"\n", 35, "signer.key", "no such file"},
+		{"signer cert not PEM", "", "[signer]\ncert = \"garbage.pem\"\nkey = \"signer-key.pem\"\n", 34, "signer.cert", "no PEM CERTIFICATE"},
+		{"signer key mismatch", "", "[signer]\ncert = \"signer.pem\"\nkey = \"key.pem\"\n", 35, "signer.key", "does not go with"},
+		{"signer TLS certificate", "", "[signer]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n", 34, "signer.cert", "lacks emailProtection"},
+		{"signer encipherment only", "", "[signer]\ncert = \"signer-enc.pem\"\nkey = \"signer-key.pem\"\n", 34, "signer.cert", "neither digitalSignature nor nonRepudiation"},
+		{"signer Ed25519", "", "[signer]\ncert = \"signer-ed25519.pem\"\nkey = \"signer-ed25519-key.pem\"\n", 34, "signer.cert", "RSA or ECDSA required"},
+		{"signer address not in certificate", "", "[signer]\ncert = \"signer.pem\"\nkey = \"signer-key.pem\"\naddress = \"mdn@relay.test.example\"\n", 36, "signer.address", "not for signer.address mdn@relay.test.example"},
+		{"signer address local part case", "", "[signer]\ncert = \"signer.pem\"\nkey = \"signer-key.pem\"\naddress = \"Postmaster@relay.test.example\"\n", 36, "signer.address", "not for signer.address"},
+		{"signer default address not in certificate", "", "[signer]\ncert = \"signer-other.pem\"\nkey = \"signer-key.pem\"\n", 34, "signer.cert", "is for notifications@relay.test.example, not for the default signer.address postmaster@relay.test.example"},
+		{"signer address with display name", "", "[signer]\naddress = \"Relay <postmaster@relay.test.example>\"\n", 34, "signer.address", "bare address"},
+		{"signer unknown key", "", "[signer]\ncrt = \"signer.pem\"\n", 34, "signer.crt", "did you mean cert?"},
 
 		// Limits.
 		{"max_message_bytes zero", "", "[limits]\nmax_message_bytes = 0\n", 34, "limits.max_message_bytes", "out of range"},
@@ -243,5 +271,57 @@ func TestParseRefusals(t *testing.T) {
 			_, err := Parse("mssrelay.toml", dir, []byte(text))
 			wantErr(t, err, "mssrelay.toml", c.line, c.key, c.msg)
 		})
+	}
+}
+
+// TestParseTrustAndSigner: the new trust keys and the [signer] section,
+// with their defaults.
+func TestParseTrustAndSigner(t *testing.T) {
+	dir := fixtureDir(t)
+	cfg, err := Parse("m.toml", dir, []byte(base(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Trust.ReloadInterval.Duration != DefaultTrustReloadInterval || len(cfg.Trust.CRLOptionalIssuers) != 0 {
+		t.Errorf("trust defaults: reload_interval %v, crl_optional_issuers %v", cfg.Trust.ReloadInterval, cfg.Trust.CRLOptionalIssuers)
+	}
+	if cfg.Signer.Signs() || cfg.Signer.Address != "postmaster@relay.test.example" {
+		t.Errorf("no [signer]: Signs() = %v, address %q; want unsigned, postmaster@relay.test.example", cfg.Signer.Signs(), cfg.Signer.Address)
+	}
+
+	text := strings.Replace(base(t), `crls = ["ca.crl"]`,
+		"crls = [\"ca.crl\"]\ncrl_optional_issuers = [\"anchor.pem\", \"inter.pem\"]\nreload_interval = \"5m\"", 1) +
+		"[signer]\ncert = \"signer.pem\"\nkey = \"signer-key.pem\"\naddress = \"postmaster@Example.ORG\"\n"
+	text = strings.Replace(text, `data_dir = "data"`, "data_dir = \"data\"\nmail_domain = \"example.org\"", 1)
+	cfg, err = Parse("m.toml", dir, []byte(text))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	tr, s := cfg.Trust, cfg.Signer
+	if tr.ReloadInterval.Duration != 5*time.Minute || len(tr.CRLOptionalIssuers) != 2 || tr.CRLOptionalIssuers[1] != filepath.Join(dir, "inter.pem") {
+		t.Errorf("trust: reload_interval %v, crl_optional_issuers %v", tr.ReloadInterval, tr.CRLOptionalIssuers)
+	}
+	if !s.Signs() || s.Cert != filepath.Join(dir, "signer.pem") || s.Key != filepath.Join(dir, "signer-key.pem") || s.Address != "postmaster@example.org" {
+		t.Errorf("signer: %+v (Signs %v)", s, s.Signs())
+	}
+
+	// The default address follows mail_domain and must be in the
+	// certificate (here it is: the fixture names both test domains).
+	text = base(t) + "[signer]\ncert = \"signer.pem\"\nkey = \"signer-key.pem\"\n"
+	cfg, err = Parse("m.toml", dir, []byte(text))
+	if err != nil {
+		t.Fatalf("Parse with the default address: %v", err)
+	}
+	if cfg.Signer.Address != "postmaster@relay.test.example" {
+		t.Errorf("default address %q", cfg.Signer.Address)
+	}
+
+	// A bad mail_domain is reported once, at its line, not again through
+	// the default address.
+	text = strings.Replace(text, `data_dir = "data"`, "data_dir = \"data\"\nmail_domain = \"bad_domain.example\"", 1)
+	_, err = Parse("m.toml", dir, []byte(text))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Key != "server.mail_domain" {
+		t.Errorf("want only server.mail_domain refused, got:\n%v", err)
 	}
 }

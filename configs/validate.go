@@ -1,6 +1,9 @@
 package configs
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -11,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +39,14 @@ const (
 	DefaultWriteTimeout    = 60 * time.Second
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 1000
+	// DefaultTrustReloadInterval: CRLs are published daily or more often;
+	// checking the files (a stat each) every minute costs nothing and puts
+	// a new CRL in force within a minute of its arrival.
+	DefaultTrustReloadInterval = 60 * time.Second
+	// DefaultSignerLocalPart is the local part of the notifications' From:
+	// when signer.address is absent (RFC 5321 4.5.1: every domain has a
+	// postmaster).
+	DefaultSignerLocalPart = "postmaster"
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 )
@@ -70,6 +82,7 @@ func (v *validator) run() {
 	v.tls()
 	v.listeners()
 	v.trust()
+	v.signer()
 	v.limits()
 	v.log()
 	v.accounts()
@@ -312,10 +325,13 @@ func (v *validator) trust() {
 		v.fail("trust.anchors", "at least one trust anchor is required: signatures are accepted only from the configured PKI")
 	}
 	for i := range t.Anchors {
-		v.certFile(fmt.Sprintf("trust.anchors[%d]", i), &t.Anchors[i])
+		v.caFile(fmt.Sprintf("trust.anchors[%d]", i), &t.Anchors[i])
 	}
 	for i := range t.Intermediates {
-		v.certFile(fmt.Sprintf("trust.intermediates[%d]", i), &t.Intermediates[i])
+		v.caFile(fmt.Sprintf("trust.intermediates[%d]", i), &t.Intermediates[i])
+	}
+	for i := range t.CRLOptionalIssuers {
+		v.caFile(fmt.Sprintf("trust.crl_optional_issuers[%d]", i), &t.CRLOptionalIssuers[i])
 	}
 	for i := range t.CRLs {
 		key := fmt.Sprintf("trust.crls[%d]", i)
@@ -343,10 +359,13 @@ func (v *validator) trust() {
 			}
 		}
 	}
+	durationRange(v, "trust.reload_interval", &t.ReloadInterval, DefaultTrustReloadInterval, time.Second, time.Hour)
 }
 
-// certFile resolves *p and checks it holds at least one certificate.
-func (v *validator) certFile(key string, p *string) {
+// caFile resolves *p and checks it holds at least one certificate and only
+// CA certificates (basic constraints cA): the trust store refuses anything
+// else, and saying so here gives the line.
+func (v *validator) caFile(key string, p *string) {
 	if *p == "" {
 		v.fail(key, "empty path")
 		return
@@ -357,12 +376,169 @@ func (v *validator) certFile(key string, p *string) {
 		v.fail(key, "%v", err)
 		return
 	}
-	n, err := countCertificates(data)
-	if err != nil {
+	certs, err := parseCertificates(data)
+	switch {
+	case err != nil:
 		v.fail(key, "%s: %v", *p, err)
-	} else if n == 0 {
+	case len(certs) == 0:
 		v.fail(key, "%s: no PEM CERTIFICATE block", *p)
+	default:
+		for i, c := range certs {
+			if !c.IsCA {
+				v.fail(key, "%s: certificate %d (%s) is not a CA certificate", *p, i+1, c.Subject)
+				return
+			}
+		}
 	}
+}
+
+// parseCertificates returns the CERTIFICATE blocks of a PEM file, parsed.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return out, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+}
+
+// signer checks the relay's notification signer. The certificate must be
+// able to make signatures receivers accept (docs/security-model.md, the
+// same rules as signing.CheckNotificationSigner): key usage allowing
+// digitalSignature or nonRepudiation (RFC 8550 4.4.2), extended key usage
+// emailProtection (RFC 8550 4.4.4), an RSA (2048 bits at least) or ECDSA
+// P-256/P-384 key, and the From: address among its SAN rfc822Names
+// (RFC 8550 3). configs does not import signing, so the checks are
+// repeated here, where they can name the line.
+func (v *validator) signer() {
+	s := &v.cfg.Signer
+	addrOK := true
+	if !v.has("signer.address") {
+		s.Address = DefaultSignerLocalPart + "@" + v.cfg.Server.MailDomain
+		// A bad mail_domain was reported at its own line.
+		_, err := checkAddress(s.Address)
+		addrOK = err == nil
+	} else if addr, err := checkAddress(s.Address); err != nil {
+		v.fail("signer.address", "%q: %v", s.Address, err)
+		addrOK = false
+	} else {
+		s.Address = addr
+	}
+
+	for _, k := range []struct {
+		key string
+		val *string
+	}{{"signer.cert", &s.Cert}, {"signer.key", &s.Key}} {
+		if v.has(k.key) && *k.val == "" {
+			v.fail(k.key, "empty path: remove the key to send notifications unsigned")
+		}
+	}
+	switch {
+	case s.Cert == "" && s.Key == "":
+		return
+	case s.Cert == "":
+		if !v.has("signer.cert") {
+			v.fail("signer.cert", "required when signer.key is set: the PEM certificate chain of the relay's organisation certificate")
+		}
+		return
+	case s.Key == "":
+		if !v.has("signer.key") {
+			v.fail("signer.key", "required when signer.cert is set: the PEM private key of signer.cert")
+		}
+		return
+	}
+	s.Cert, s.Key = v.path(s.Cert), v.path(s.Key)
+	certPEM, err := readFileLimited(s.Cert, maxPEMFileBytes)
+	if err != nil {
+		v.fail("signer.cert", "%v", err)
+	}
+	keyPEM, kerr := readFileLimited(s.Key, maxPEMFileBytes)
+	if kerr != nil {
+		v.fail("signer.key", "%v", kerr)
+	}
+	if err != nil || kerr != nil {
+		return
+	}
+	if certs, err := parseCertificates(certPEM); err != nil || len(certs) == 0 {
+		if err == nil {
+			err = errors.New("no PEM CERTIFICATE block")
+		}
+		v.fail("signer.cert", "%s: %v", s.Cert, err)
+		return
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		v.fail("signer.key", "%s does not go with %s: %v", s.Key, s.Cert, err)
+		return
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		v.fail("signer.cert", "%s: %v", s.Cert, err)
+		return
+	}
+	if err := checkSMIMESigner(leaf); err != nil {
+		v.fail("signer.cert", "%s: %v", s.Cert, err)
+		return
+	}
+	if addrOK && !sanHasAddress(leaf.EmailAddresses, s.Address) {
+		have := "no e-mail address (SAN rfc822Name)"
+		if len(leaf.EmailAddresses) > 0 {
+			have = strings.Join(leaf.EmailAddresses, ", ")
+		}
+		key, which := "signer.address", "signer.address"
+		if !v.has(key) {
+			key, which = "signer.cert", "the default signer.address"
+		}
+		v.fail(key, "the certificate %s is for %s, not for %s %s: receivers check that the From: address is in the certificate",
+			s.Cert, have, which, s.Address)
+	}
+}
+
+// checkSMIMESigner checks the usages and key of a certificate that is to
+// sign S/MIME.
+func checkSMIMESigner(c *x509.Certificate) error {
+	if c.KeyUsage != 0 && c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return errors.New("its key usage allows neither digitalSignature nor nonRepudiation")
+	}
+	if !slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageEmailProtection) {
+		return errors.New("its extended key usage lacks emailProtection: it is not an e-mail signing certificate")
+	}
+	switch pub := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if bits := pub.N.BitLen(); bits < 2048 || bits > 8192 {
+			return fmt.Errorf("its RSA key has %d bits: 2048 to 8192 required", bits)
+		}
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() && pub.Curve != elliptic.P384() {
+			return fmt.Errorf("its elliptic curve %s is not accepted: P-256 or P-384 required", pub.Curve.Params().Name)
+		}
+	default:
+		return fmt.Errorf("its key type (%T) cannot sign S/MIME here: RSA or ECDSA required", c.PublicKey)
+	}
+	return nil
+}
+
+// sanHasAddress compares addresses as RFC 5321 2.4 says: the local part
+// exactly, the domain without regard to case.
+func sanHasAddress(sans []string, addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	for _, s := range sans {
+		i := strings.LastIndexByte(s, '@')
+		if i > 0 && at > 0 && s[:i] == addr[:at] && strings.EqualFold(s[i+1:], addr[at+1:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // intRange applies the default when key is absent and checks the bounds

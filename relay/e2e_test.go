@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -555,5 +556,34 @@ func TestTLSResumption(t *testing.T) {
 				t.Errorf("%s: second connection did not resume the TLS session", kind)
 			}
 		}
+	}
+}
+
+// TestRelaySignsNotifications: the relay's organisation certificate (from
+// [signer]) signs notification entities that verify with our verifier and
+// with OpenSSL, as a patient's or prescriber's software would check them.
+func TestRelaySignsNotifications(t *testing.T) {
+	h := newHarness(t)
+	addr := h.relay.NotificationAddress()
+	if addr != "postmaster@"+demo.Domain {
+		t.Fatalf("notification address %q", addr)
+	}
+	entity := []byte("Content-Type: text/plain; charset=utf-8\r\n\r\nLa prescription a été délivrée.\r\n")
+	msg, err := h.relay.SignNotification(submit.Message(addr, h.info.Prescriber.Address, "Notification", "n1@"+demo.Domain, time.Now()), entity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := mime.Split(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(signed.Content, entity) {
+		t.Error("signed content differs from the entity")
+	}
+	if _, err := h.relay.Trust().Verify(signing.Request{PKCS7: signed.PKCS7, Content: signed.Content, From: addr}); err != nil {
+		t.Fatalf("notification does not verify: %v", err)
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		opensslVerify(t, h.info, msg)
 	}
 }

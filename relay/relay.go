@@ -12,6 +12,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mssrelay/configs"
@@ -51,12 +52,20 @@ func busyReply(kind string) []byte {
 
 // Relay is a configured daemon.
 type Relay struct {
-	cfg   *configs.Config
-	log   *slog.Logger
-	store *store.Store
-	trust *signing.Trust
-	smtp  *smtpd.Service
-	imap  *imapd.Service
+	cfg  *configs.Config // as started; Reload applies parts of a newer one
+	log  *slog.Logger
+	cert *CertHolder
+	auth *auth.Directory
+
+	// notifier signs the notifications the relay emits; nil when
+	// [signer] is not configured.
+	notifier *signing.KeyPair
+
+	reloadMu sync.Mutex // one reload at a time
+	store    *store.Store
+	trust    *signing.Trust
+	smtp     *smtpd.Service
+	imap     *imapd.Service
 
 	listeners []bound
 }
@@ -69,13 +78,28 @@ type bound struct {
 // New loads trust material and the TLS certificate, opens the store and
 // prepares the services. Nothing listens yet.
 func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
-	tlsCfg, err := ServerTLS(cfg.TLS)
-	if err != nil {
+	cert := &CertHolder{}
+	if err := cert.Load(cfg.TLS); err != nil {
 		return nil, err
 	}
-	trust, err := signing.LoadTrust(cfg.Trust.Anchors, cfg.Trust.Intermediates, cfg.Trust.CRLs)
+	tlsCfg := ServerTLS(cfg.TLS, cert)
+	trust, err := signing.LoadTrustWith(signing.LoadTrustOptions{
+		Anchors: cfg.Trust.Anchors, Intermediates: cfg.Trust.Intermediates,
+		CRLs: cfg.Trust.CRLs, CRLOptionalIssuers: cfg.Trust.CRLOptionalIssuers,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("loading trust material: %w", err)
+	}
+	var notifier *signing.KeyPair
+	if cfg.Signer.Signs() {
+		// The relay's own certificate signs the notifications it emits
+		// (DSN, MDN); refuse to start with one that could not.
+		if notifier, err = signing.LoadKeyPair(cfg.Signer.Cert, cfg.Signer.Key); err != nil {
+			return nil, fmt.Errorf("loading the relay's signing certificate: %w", err)
+		}
+		if err := signing.CheckNotificationSigner(notifier, cfg.Signer.Address, time.Now()); err != nil {
+			return nil, fmt.Errorf("the relay's signing certificate %s: %w", cfg.Signer.Cert, err)
+		}
 	}
 	st, err := store.Open(filepath.Join(cfg.Server.DataDir, DBFile), store.Options{})
 	if err != nil {
@@ -103,7 +127,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Log:      log,
 		Meta:     imapd.ComputeMeta,
 	}
-	r := &Relay{cfg: cfg, log: log, store: st, trust: trust}
+	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier}
 	r.smtp = smtpd.New(smtpd.Config{
 		Hostname:        cfg.Server.Hostname,
 		TLS:             tlsCfg,
@@ -133,18 +157,12 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 // ServerTLS builds the one TLS configuration every listener shares (built
 // once, not per connection). TLS 1.2 minimum everywhere; for TLS 1.2 only
 // ECDHE with AEAD ciphers, as MSSanté requires (TLS 1.3 suites are all AEAD).
-func ServerTLS(c configs.TLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("loading TLS certificate %s: %w", c.Cert, err)
-	}
-	min := uint16(tls.VersionTLS12)
-	if c.MinVersion == "1.3" {
-		min = tls.VersionTLS13
-	}
+// The certificate is read through cert, so that a reload can rotate it
+// without dropping a connection.
+func ServerTLS(c configs.TLS, cert *CertHolder) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   min,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Get(), nil },
+		MinVersion:     c.Version(),
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -153,8 +171,26 @@ func ServerTLS(c configs.TLS) (*tls.Config, error) {
 			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
 		},
-	}, nil
+	}
 }
+
+// CertHolder holds the server certificate, swapped atomically on reload.
+type CertHolder struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+// Load reads the certificate chain and key files into the holder.
+func (h *CertHolder) Load(c configs.TLS) error {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return fmt.Errorf("loading TLS certificate %s: %w", c.Cert, err)
+	}
+	h.p.Store(&cert)
+	return nil
+}
+
+// Get returns the current certificate.
+func (h *CertHolder) Get() *tls.Certificate { return h.p.Load() }
 
 // Store gives tests and admin commands access to the open store.
 func (r *Relay) Store() *store.Store { return r.store }
@@ -242,6 +278,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 		r.log.Info("listening", "service", b.kind, "addr", b.l.Addr().String())
 	}
 
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchTrust(watchCtx, r.cfg.Trust.ReloadInterval.Duration)
+	}()
+
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -263,6 +307,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 		r.log.Warn("imap shutdown", "err", err)
 	}
 	r.closeListeners()
+	stopWatch()
 	wg.Wait()
 	if err := r.store.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("closing store: %w", err))
@@ -270,3 +315,24 @@ func (r *Relay) Serve(ctx context.Context) error {
 	r.log.Info("stopped")
 	return serveErr
 }
+
+// ErrNoSigner is returned by SignNotification when [signer] is not set.
+var ErrNoSigner = errors.New("relay: no signing certificate configured ([signer])")
+
+// SignNotification signs a notification entity (a DSN or MDN
+// multipart/report, RFC 3464 / RFC 8098) with the relay's organisation
+// certificate and returns the complete multipart/signed message, header
+// fields first. Recipients verify it like any prescriber's signature.
+func (r *Relay) SignNotification(header, entity []byte) ([]byte, error) {
+	if r.notifier == nil {
+		return nil, ErrNoSigner
+	}
+	sig, err := signing.SignNotification(r.notifier, entity)
+	if err != nil {
+		return nil, fmt.Errorf("signing a notification: %w", err)
+	}
+	return mime.BuildDetached(header, entity, sig), nil
+}
+
+// NotificationAddress is the From: of the relay's notifications.
+func (r *Relay) NotificationAddress() string { return r.cfg.Signer.Address }

@@ -11,7 +11,7 @@ import (
 func benchVerify(b *testing.B, kt KeyType) {
 	p := mustPKI(b)
 	kp := mustIssue(b, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName, KeyType: kt})
-	trust := mustTrust(b, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(b, p, []*x509.Certificate{p.Root.Cert}, nil)
 	content := bytes.Repeat([]byte("Amoxicilline 1 g, 2 fois par jour pendant 6 jours.\r\n"), 20<<10/52)
 	der, err := SignDetached(kp, content)
 	if err != nil {
@@ -39,7 +39,7 @@ func BenchmarkVerifyP256(b *testing.B)    { benchVerify(b, KeyECDSAP256) }
 func BenchmarkVerifyP256Cold(b *testing.B) {
 	p := mustPKI(b)
 	kp := mustIssue(b, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
-	trust := mustTrust(b, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(b, p, []*x509.Certificate{p.Root.Cert}, nil)
 	content := bytes.Repeat([]byte("x"), 20<<10)
 	der, err := SignDetached(kp, content)
 	if err != nil {

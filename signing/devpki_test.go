@@ -208,7 +208,11 @@ func TestDevPKISaveLoad(t *testing.T) {
 	}
 	// The reloaded PKI issues certificates the original's root trusts.
 	kp := mustIssue(t, q, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
-	trust, err := LoadTrust([]string{filepath.Join(dir, DevRootCertFile)}, nil, nil)
+	// No CRL: the development CAs are CRL-optional, as in the demo.
+	trust, err := LoadTrustWith(LoadTrustOptions{
+		Anchors:            []string{filepath.Join(dir, DevRootCertFile)},
+		CRLOptionalIssuers: []string{filepath.Join(dir, DevRootCertFile), filepath.Join(dir, DevIntermediateCertFile)},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 func FuzzVerify(f *testing.F) {
 	p := mustPKI(f)
 	kp := mustIssue(f, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
-	trust := mustTrust(f, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(f, p, []*x509.Certificate{p.Root.Cert}, nil)
 	detached, err := SignDetached(kp, testContent)
 	if err != nil {
 		f.Fatal(err)

@@ -47,6 +47,18 @@ func mustTrust(t testing.TB, anchors, intermediates []*x509.Certificate, crls []
 	return tr
 }
 
+// mustTrustNoCRL builds a trust store for tests that are not about
+// revocation: the root and intermediate of p are CRL-optional.
+func mustTrustNoCRL(t testing.TB, p *DevPKI, anchors, intermediates []*x509.Certificate) *Trust {
+	t.Helper()
+	tr, err := NewTrustWith(TrustMaterial{Anchors: anchors, Intermediates: intermediates,
+		CRLOptionalIssuers: []*x509.Certificate{p.Root.Cert, p.Intermediate.Cert}})
+	if err != nil {
+		t.Fatalf("NewTrustWith: %v", err)
+	}
+	return tr
+}
+
 // sigOpts shapes a signature built with the PKCS#7 library for a test.
 type sigOpts struct {
 	digest      asn1.ObjectIdentifier // nil: SHA-256

@@ -63,8 +63,8 @@ func TestOpenSSLSignsWeVerify(t *testing.T) {
 	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	anchorsOnly := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
-	withInter := mustTrust(t, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert}, nil)
+	anchorsOnly := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
+	withInter := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert})
 
 	keys := map[string]KeyType{"p256": KeyECDSAP256, "rsa2048": KeyRSA2048}
 	for kname, kt := range keys {
@@ -137,7 +137,7 @@ func TestOpenSSLRefusals(t *testing.T) {
 	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert}, nil)
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, []*x509.Certificate{p.Intermediate.Cert})
 	tests := []struct {
 		name  string
 		extra []string

@@ -7,24 +7,57 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Trust holds anchors, intermediates and CRLs. Safe for concurrent use.
+// Trust holds anchors, intermediates, CRLs and the revocation policy. Safe
+// for concurrent use.
 //
 // The material lives in an immutable trustState swapped atomically by
 // Reload, so a verification in flight keeps a consistent view (anchors,
 // CRLs and the verdict cache that was computed from them) and never needs a
 // lock on the hot path.
+//
+// Revocation policy: every CA that issues a certificate of a chain (the
+// anchor issuing the intermediate, the intermediate issuing the signer)
+// must have a CRL that is not past its nextUpdate, unless the CA is listed
+// as CRL-optional. A missing or stale CRL is ReasonRevocationUnknown, a
+// temporary refusal: the health PKI publishes its CRLs and a relay that
+// cannot see them must not accept a possibly revoked signer (RFC 5280 6.3
+// makes an undetermined status the relying party's decision; ours is to
+// defer).
 type Trust struct {
-	// files is set by LoadTrust; Reload re-reads them.
-	anchorFiles, intermediateFiles, crlFiles []string
-	fromFiles                                bool
+	// files is set by LoadTrust/LoadTrustWith; Reload and Changed use it.
+	files     LoadTrustOptions
+	fromFiles bool
+	clock     func() time.Time // nil: time.Now; for the racy-stamp check only
 
 	reloadMu sync.Mutex // serialises Reload so two reloads cannot interleave
 	state    atomic.Pointer[trustState]
+}
+
+// LoadTrustOptions names the files of a trust store (LoadTrustWith).
+type LoadTrustOptions struct {
+	Anchors       []string // PEM files of root certificates; at least one certificate in all
+	Intermediates []string // PEM files of intermediate CA certificates
+	CRLs          []string // CRL files: PEM "X509 CRL" blocks, or one DER CRL
+	// CRLOptionalIssuers are PEM files of CA certificates whose issued
+	// certificates need no CRL. Every other issuer needs one.
+	CRLOptionalIssuers []string
+}
+
+// TrustMaterial is parsed trust material (NewTrustWith).
+type TrustMaterial struct {
+	Anchors       []*x509.Certificate
+	Intermediates []*x509.Certificate
+	CRLs          []*x509.RevocationList
+	// CRLOptionalIssuers are CA certificates whose issued certificates need
+	// no CRL, matched by subject and public key.
+	CRLOptionalIssuers []*x509.Certificate
 }
 
 // trustState is one immutable generation of the trust material.
@@ -32,12 +65,15 @@ type trustState struct {
 	anchors       *x509.CertPool
 	anchorList    []*x509.Certificate
 	intermediates []*x509.Certificate
-	// crls maps an issuer identity (issuerKey) to its newest CRL. When
-	// checkRevocation is false no CRL was configured and revocation is not
-	// checked at all (the demo).
-	crls            map[[32]byte]*crlInfo
-	checkRevocation bool
-	cache           *verdictCache
+	// crls maps an issuer identity (issuerKey) to its newest CRL.
+	crls map[[32]byte]*crlInfo
+	// crlOptional holds the issuers (issuerKey) whose certificates need no
+	// CRL.
+	crlOptional map[[32]byte]struct{}
+	cache       *verdictCache
+	// stamps identify the files this generation was read from, for Changed;
+	// nil for a Trust built by NewTrust.
+	stamps []fileStamp
 }
 
 // crlInfo is a CRL whose signature was verified against a configured CA.
@@ -48,13 +84,38 @@ type crlInfo struct {
 	revoked    map[string]struct{} // serial numbers, big.Int.String()
 }
 
+// CRLStatus describes one loaded CRL, for logs and monitoring (a CRL close
+// to its nextUpdate means revocation-unknown refusals soon).
+type CRLStatus struct {
+	Issuer     string // issuer distinguished name
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	Revoked    int // number of revoked serials listed
+}
+
 // LoadTrust reads PEM files of anchors, intermediates and CRLs (PEM or DER).
+// Every issuer needs a CRL (no CRL-optional issuer): it is
+// LoadTrustWith(LoadTrustOptions{Anchors: …, Intermediates: …, CRLs: …}).
 func LoadTrust(anchorFiles, intermediateFiles, crlFiles []string) (*Trust, error) {
+	return LoadTrustWith(LoadTrustOptions{Anchors: anchorFiles, Intermediates: intermediateFiles, CRLs: crlFiles})
+}
+
+// LoadTrustWith reads the files of opts. Reload re-reads them and Changed
+// reports whether they changed since.
+func LoadTrustWith(opts LoadTrustOptions) (*Trust, error) {
+	return loadTrust(opts, nil)
+}
+
+func loadTrust(opts LoadTrustOptions, clock func() time.Time) (*Trust, error) {
 	t := &Trust{
-		anchorFiles:       append([]string(nil), anchorFiles...),
-		intermediateFiles: append([]string(nil), intermediateFiles...),
-		crlFiles:          append([]string(nil), crlFiles...),
-		fromFiles:         true,
+		clock: clock,
+		files: LoadTrustOptions{
+			Anchors:            slices.Clone(opts.Anchors),
+			Intermediates:      slices.Clone(opts.Intermediates),
+			CRLs:               slices.Clone(opts.CRLs),
+			CRLOptionalIssuers: slices.Clone(opts.CRLOptionalIssuers),
+		},
+		fromFiles: true,
 	}
 	st, err := t.loadFiles()
 	if err != nil {
@@ -64,9 +125,16 @@ func LoadTrust(anchorFiles, intermediateFiles, crlFiles []string) (*Trust, error
 	return t, nil
 }
 
-// NewTrust builds a trust store from parsed material.
+// NewTrust builds a trust store from parsed material in which every issuer
+// needs a CRL: it is NewTrustWith(TrustMaterial{Anchors: …, Intermediates:
+// …, CRLs: …}).
 func NewTrust(anchors, intermediates []*x509.Certificate, crls []*x509.RevocationList) (*Trust, error) {
-	st, err := newTrustState(anchors, intermediates, crls)
+	return NewTrustWith(TrustMaterial{Anchors: anchors, Intermediates: intermediates, CRLs: crls})
+}
+
+// NewTrustWith builds a trust store from parsed material.
+func NewTrustWith(m TrustMaterial) (*Trust, error) {
+	st, err := newTrustState(m)
 	if err != nil {
 		return nil, err
 	}
@@ -75,10 +143,11 @@ func NewTrust(anchors, intermediates []*x509.Certificate, crls []*x509.Revocatio
 	return t, nil
 }
 
-// Reload re-reads the files given to LoadTrust (new CRLs, a rotated
-// intermediate) and replaces the trust material at once; cached verdicts
-// are dropped. On error the previous material stays in force. For a Trust
-// made by NewTrust it only drops the cached verdicts.
+// Reload re-reads the files given to LoadTrust or LoadTrustWith (new CRLs,
+// a rotated intermediate) and replaces the trust material at once; cached
+// verdicts are dropped. On error the previous material, and its cache, stay
+// in force, and Changed goes on reporting a change, so that a poller retries.
+// For a Trust made by NewTrust it only drops the cached verdicts.
 func (t *Trust) Reload() error {
 	t.reloadMu.Lock()
 	defer t.reloadMu.Unlock()
@@ -108,42 +177,81 @@ func (t *Trust) Anchors() []*x509.Certificate {
 	return append([]*x509.Certificate(nil), t.state.Load().anchorList...)
 }
 
-// ChecksRevocation reports whether CRLs are configured (and therefore
-// checked for every certificate of a chain).
-func (t *Trust) ChecksRevocation() bool { return t.state.Load().checkRevocation }
+// ChecksRevocation reports whether at least one CRL is loaded. Whatever it
+// says, a certificate whose issuer is not CRL-optional is refused without a
+// fresh CRL from that issuer.
+func (t *Trust) ChecksRevocation() bool { return len(t.state.Load().crls) > 0 }
 
+// CRLs describes the CRLs in force (the newest per issuer), sorted by
+// nextUpdate, soonest first.
+func (t *Trust) CRLs() []CRLStatus {
+	st := t.state.Load()
+	out := make([]CRLStatus, 0, len(st.crls))
+	for _, c := range st.crls {
+		out = append(out, CRLStatus{Issuer: c.issuer.Subject.String(), ThisUpdate: c.thisUpdate,
+			NextUpdate: c.nextUpdate, Revoked: len(c.revoked)})
+	}
+	slices.SortFunc(out, func(a, b CRLStatus) int {
+		if c := a.NextUpdate.Compare(b.NextUpdate); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Issuer, b.Issuer)
+	})
+	return out
+}
+
+// loadFiles reads every configured file once and builds a generation from
+// them. Each file is stamped (fstat) before it is read, so a change that
+// lands while it is read shows up in the next Changed.
 func (t *Trust) loadFiles() (*trustState, error) {
-	var anchors, intermediates []*x509.Certificate
-	for _, f := range t.anchorFiles {
-		certs, err := loadCertFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("trust anchors: %w", err)
+	var m TrustMaterial
+	var stamps []fileStamp
+	now := t.now()
+	certs := func(what string, files []string, dst *[]*x509.Certificate) error {
+		for _, f := range files {
+			data, stamp, err := readStamped(f, now)
+			if err != nil {
+				return fmt.Errorf("trust %s: %w", what, err)
+			}
+			stamps = append(stamps, stamp)
+			cs, err := parseCertFile(f, data)
+			if err != nil {
+				return fmt.Errorf("trust %s: %w", what, err)
+			}
+			*dst = append(*dst, cs...)
 		}
-		anchors = append(anchors, certs...)
+		return nil
 	}
-	for _, f := range t.intermediateFiles {
-		certs, err := loadCertFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("trust intermediates: %w", err)
-		}
-		intermediates = append(intermediates, certs...)
+	if err := certs("anchors", t.files.Anchors, &m.Anchors); err != nil {
+		return nil, err
 	}
-	var crls []*x509.RevocationList
-	for _, f := range t.crlFiles {
-		l, err := loadCRLFile(f)
+	if err := certs("intermediates", t.files.Intermediates, &m.Intermediates); err != nil {
+		return nil, err
+	}
+	if err := certs("CRL-optional issuers", t.files.CRLOptionalIssuers, &m.CRLOptionalIssuers); err != nil {
+		return nil, err
+	}
+	for _, f := range t.files.CRLs {
+		data, stamp, err := readStamped(f, now)
 		if err != nil {
 			return nil, fmt.Errorf("trust CRLs: %w", err)
 		}
-		crls = append(crls, l...)
+		stamps = append(stamps, stamp)
+		l, err := parseCRLFile(f, data)
+		if err != nil {
+			return nil, fmt.Errorf("trust CRLs: %w", err)
+		}
+		m.CRLs = append(m.CRLs, l...)
 	}
-	return newTrustState(anchors, intermediates, crls)
-}
-
-func loadCertFile(path string) ([]*x509.Certificate, error) {
-	data, err := readBounded(path)
+	st, err := newTrustState(m)
 	if err != nil {
 		return nil, err
 	}
+	st.stamps = stamps
+	return st, nil
+}
+
+func parseCertFile(path string, data []byte) ([]*x509.Certificate, error) {
 	certs, err := parsePEMCertificates(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -154,13 +262,9 @@ func loadCertFile(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// loadCRLFile reads "X509 CRL" PEM blocks, or one DER CRL when the file has
-// no PEM block (CAs publish DER at their distribution points).
-func loadCRLFile(path string) ([]*x509.RevocationList, error) {
-	data, err := readBounded(path)
-	if err != nil {
-		return nil, err
-	}
+// parseCRLFile reads "X509 CRL" PEM blocks, or one DER CRL when the file
+// has no PEM block (CAs publish DER at their distribution points).
+func parseCRLFile(path string, data []byte) ([]*x509.RevocationList, error) {
 	var out []*x509.RevocationList
 	rest := data
 	for n := 1; ; n++ {
@@ -191,17 +295,17 @@ func loadCRLFile(path string) ([]*x509.RevocationList, error) {
 	return []*x509.RevocationList{l}, nil
 }
 
-func newTrustState(anchors, intermediates []*x509.Certificate, crls []*x509.RevocationList) (*trustState, error) {
-	if len(anchors) == 0 {
+func newTrustState(m TrustMaterial) (*trustState, error) {
+	if len(m.Anchors) == 0 {
 		return nil, errors.New("trust: no trust anchor")
 	}
 	st := &trustState{
-		anchors:         x509.NewCertPool(),
-		crls:            make(map[[32]byte]*crlInfo),
-		checkRevocation: len(crls) > 0,
-		cache:           newVerdictCache(verdictCacheSize),
+		anchors:     x509.NewCertPool(),
+		crls:        make(map[[32]byte]*crlInfo),
+		crlOptional: make(map[[32]byte]struct{}),
+		cache:       newVerdictCache(verdictCacheSize),
 	}
-	for _, a := range anchors {
+	for _, a := range m.Anchors {
 		if a == nil {
 			return nil, errors.New("trust: nil anchor")
 		}
@@ -211,7 +315,7 @@ func newTrustState(anchors, intermediates []*x509.Certificate, crls []*x509.Revo
 		st.anchors.AddCert(a)
 		st.anchorList = append(st.anchorList, a)
 	}
-	for _, c := range intermediates {
+	for _, c := range m.Intermediates {
 		if c == nil {
 			return nil, errors.New("trust: nil intermediate")
 		}
@@ -220,8 +324,19 @@ func newTrustState(anchors, intermediates []*x509.Certificate, crls []*x509.Revo
 		}
 		st.intermediates = append(st.intermediates, c)
 	}
+	for _, c := range m.CRLOptionalIssuers {
+		if c == nil {
+			return nil, errors.New("trust: nil CRL-optional issuer")
+		}
+		// Only a CA issues certificates: a leaf here is a configuration
+		// mistake that would silently exempt nothing.
+		if !c.IsCA {
+			return nil, fmt.Errorf("trust: CRL-optional issuer %q is not a CA certificate", c.Subject)
+		}
+		st.crlOptional[issuerKey(c)] = struct{}{}
+	}
 	cas := append(append([]*x509.Certificate(nil), st.anchorList...), st.intermediates...)
-	for _, l := range crls {
+	for _, l := range m.CRLs {
 		if l == nil {
 			return nil, errors.New("trust: nil CRL")
 		}
@@ -292,39 +407,44 @@ func issuerKey(c *x509.Certificate) [32]byte {
 
 // revocation checks every certificate of chain but the anchor against the
 // CRL of its issuer. It returns nil, or a *Error (Revoked or
-// RevocationUnknown), and the earliest nextUpdate consulted (zero when
-// revocation is not checked).
+// RevocationUnknown), and the earliest nextUpdate of the fresh CRLs
+// consulted (zero when none was).
+//
+// An issuer that is not CRL-optional must have a CRL not past its
+// nextUpdate (RFC 5280 6.3.3 (a)(2): a CRL whose nextUpdate has passed is
+// not current). A CRL-optional issuer's CRL is still consulted when one is
+// loaded: a listed serial is revoked whatever the policy.
 func (st *trustState) revocation(chain []*x509.Certificate, now time.Time) (time.Time, *Error) {
-	if !st.checkRevocation {
-		return time.Time{}, nil
-	}
 	var earliest time.Time
 	var unknown *Error
 	for i := 0; i+1 < len(chain); i++ {
 		cert, issuer := chain[i], chain[i+1]
-		info := st.crls[issuerKey(issuer)]
-		if info == nil {
-			if unknown == nil {
-				unknown = &Error{Reason: ReasonRevocationUnknown,
-					Detail: fmt.Sprintf("no CRL configured for issuer %q: revocation status unknown", issuer.Subject.CommonName)}
-			}
-			continue
-		}
+		key := issuerKey(issuer)
+		info := st.crls[key]
 		// A revoked serial is final even in a stale CRL: report it first.
-		if _, ok := info.revoked[cert.SerialNumber.String()]; ok {
-			return time.Time{}, &Error{Reason: ReasonRevoked,
-				Detail: fmt.Sprintf("certificate %q (serial %x) is revoked by its issuer", cert.Subject.CommonName, cert.SerialNumber)}
-		}
-		if now.After(info.nextUpdate) {
-			if unknown == nil {
-				unknown = &Error{Reason: ReasonRevocationUnknown,
-					Detail: fmt.Sprintf("CRL of %q expired at %s: revocation status unknown, try again later",
-						issuer.Subject.CommonName, info.nextUpdate.UTC().Format(time.RFC3339))}
+		if info != nil {
+			if _, ok := info.revoked[cert.SerialNumber.String()]; ok {
+				return time.Time{}, &Error{Reason: ReasonRevoked,
+					Detail: fmt.Sprintf("certificate %q (serial %x) is revoked by its issuer", cert.Subject.CommonName, cert.SerialNumber)}
 			}
-			continue
 		}
-		if earliest.IsZero() || info.nextUpdate.Before(earliest) {
-			earliest = info.nextUpdate
+		_, optional := st.crlOptional[key]
+		switch {
+		case info != nil && !now.After(info.nextUpdate):
+			if earliest.IsZero() || info.nextUpdate.Before(earliest) {
+				earliest = info.nextUpdate
+			}
+		case optional:
+			// No current CRL, none required.
+		case unknown != nil:
+			// Keep the first unknown link; go on looking for a revocation.
+		case info == nil:
+			unknown = &Error{Reason: ReasonRevocationUnknown,
+				Detail: fmt.Sprintf("no CRL of issuer %q is available: revocation status unknown, try again later", issuer.Subject.CommonName)}
+		default:
+			unknown = &Error{Reason: ReasonRevocationUnknown,
+				Detail: fmt.Sprintf("the CRL of %q expired at %s: revocation status unknown, try again later",
+					issuer.Subject.CommonName, info.nextUpdate.UTC().Format(time.RFC3339))}
 		}
 	}
 	if unknown != nil {

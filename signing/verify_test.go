@@ -21,7 +21,7 @@ const (
 
 func TestVerifyAccepts(t *testing.T) {
 	p := mustPKI(t)
-	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
 	ec := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
 	rsaKP := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName, KeyType: KeyRSA2048})
 	p384 := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName, KeyType: KeyECDSAP384})
@@ -122,7 +122,7 @@ func TestVerifyRefusals(t *testing.T) {
 	otherRPPS := mustIssue(t, p, Template{Email: drEmail, RPPS: "10003456789", Name: drName})
 	revoked := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
 
-	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
 
 	// Revocation: the intermediate's CRL lists `revoked`; the root's CRL
 	// (for the intermediate) is fresh.
@@ -272,7 +272,7 @@ func TestVerifyCacheRespectsValidity(t *testing.T) {
 	p := mustPKI(t)
 	now := time.Now()
 	kp := mustIssue(t, p, Template{Email: drEmail, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
-	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
 	der := makeSig(t, kp, testContent, sigOpts{})
 	if _, err := trust.Verify(Request{PKCS7: der, Content: testContent, Now: now}); err != nil {
 		t.Fatalf("first Verify: %v", err)
@@ -359,7 +359,7 @@ func TestReasonString(t *testing.T) {
 func TestVerifyConcurrent(t *testing.T) {
 	p := mustPKI(t)
 	kp := mustIssue(t, p, Template{Email: drEmail})
-	trust := mustTrust(t, []*x509.Certificate{p.Root.Cert}, nil, nil)
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
 	der := makeSig(t, kp, testContent, sigOpts{})
 	errs := make(chan error, 16)
 	for i := 0; i < 16; i++ {

@@ -98,7 +98,7 @@ func demoFetch(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	trust, err := signing.LoadTrust([]string{info.Path(info.RootCA)}, []string{info.Path(info.Intermediate)}, nil)
+	trust, err := info.Trust()
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ package auth
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -24,7 +25,7 @@ const DefaultCacheTTL = 5 * time.Minute
 
 // Directory authenticates users against a configuration's accounts.
 type Directory struct {
-	cfg   *configs.Config
+	cfg   atomic.Pointer[configs.Config]
 	cache *cache
 	// dummyHash is compared against when the account does not exist, so that
 	// an unknown account costs the same time as a wrong password and logins
@@ -57,12 +58,22 @@ func New(cfg *configs.Config, opts Options) *Directory {
 	if now == nil {
 		now = time.Now
 	}
-	return &Directory{cfg: cfg, dummyHash: h, cache: newCache(ttl, now)}
+	d := &Directory{dummyHash: h, cache: newCache(ttl, now)}
+	d.cfg.Store(cfg)
+	return d
+}
+
+// Replace switches to a reloaded configuration's accounts and empties the
+// cache, so that a removed account or a changed password takes effect for
+// the very next login.
+func (d *Directory) Replace(cfg *configs.Config) {
+	d.cfg.Store(cfg)
+	d.cache.purge()
 }
 
 // Lookup returns the account for an address.
 func (d *Directory) Lookup(address string) (*configs.Account, bool) {
-	return d.cfg.Account(address)
+	return d.cfg.Load().Account(address)
 }
 
 // Authenticate checks username (the account address) and password. A
@@ -72,7 +83,7 @@ func (d *Directory) Lookup(address string) (*configs.Account, bool) {
 // never cached and always pay the full cost.
 func (d *Directory) Authenticate(username, password string) (*configs.Account, error) {
 	username = strings.TrimSpace(username)
-	acct, ok := d.cfg.Account(username)
+	acct, ok := d.cfg.Load().Account(username)
 	if !ok {
 		_ = bcrypt.CompareHashAndPassword(d.dummyHash, []byte(password))
 		return nil, ErrFailed

@@ -93,13 +93,23 @@ func TestChangedPasswordRefusedAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The same Directory (even without Purge) sees the new hash.
+	// Even without Replace's purge, an entry made under the old hash
+	// cannot match the new one.
 	cfg.Accounts[0] = account(t, "dr@example.org", "new password")
 	if _, err := d.Authenticate("dr@example.org", "old password"); err == nil {
 		t.Fatal("old password accepted after the password changed")
 	}
 	if _, err := d.Authenticate("dr@example.org", "new password"); err != nil {
 		t.Fatalf("new password refused: %v", err)
+	}
+
+	// A reload that removes the account locks it out at once.
+	d.Replace(&configs.Config{})
+	if _, err := d.Authenticate("dr@example.org", "new password"); err == nil {
+		t.Fatal("removed account still logs in")
+	}
+	if n := len(d.cache.entries); n != 0 {
+		t.Errorf("Replace left %d cache entries", n)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -58,17 +59,21 @@ type User struct {
 
 // Info is what the demo commands need to know, saved as demo.json.
 type Info struct {
-	Dir           string `json:"-"`
-	Config        string `json:"config"`
-	RootCA        string `json:"root_ca"`
-	Intermediate  string `json:"intermediate_ca"`
-	Submission    string `json:"submission"`
-	SubmissionTLS string `json:"submission_tls"`
-	IMAPTLS       string `json:"imap_tls"`
-	IMAPSTARTTLS  string `json:"imap_starttls"`
-	Prescriber    User   `json:"prescriber"`
-	Pharmacy      User   `json:"pharmacy"`
-	Pharmacy2     User   `json:"pharmacy2"`
+	Dir           string   `json:"-"`
+	Config        string   `json:"config"`
+	RootCA        string   `json:"root_ca"`
+	Intermediate  string   `json:"intermediate_ca"`
+	CRLs          []string `json:"crls"`
+	SignerCert    string   `json:"signer_cert"` // the relay's own organisation certificate
+	SignerKey     string   `json:"signer_key"`
+	SignerAddress string   `json:"signer_address"`
+	Submission    string   `json:"submission"`
+	SubmissionTLS string   `json:"submission_tls"`
+	IMAPTLS       string   `json:"imap_tls"`
+	IMAPSTARTTLS  string   `json:"imap_starttls"`
+	Prescriber    User     `json:"prescriber"`
+	Pharmacy      User     `json:"pharmacy"`
+	Pharmacy2     User     `json:"pharmacy2"`
 }
 
 // Ports overrides the default listener addresses (tests use port 0).
@@ -86,10 +91,52 @@ func DefaultPorts() Ports {
 func Ensure(dir string, ports Ports) (info *Info, created bool, err error) {
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
 		info, err := Load(dir)
-		return info, false, err
+		if err != nil {
+			return nil, false, err
+		}
+		return info, false, info.RefreshCRLs(time.Now())
 	}
 	info, err = create(dir, ports)
 	return info, true, err
+}
+
+// crlValidity is how long a demo CRL stays fresh. Every start of the demo
+// issues new ones, so only a demo left running for a month sees them go
+// stale (and then answers 451 4.7.5, as a real relay would).
+const crlValidity = 30 * 24 * time.Hour
+
+// RefreshCRLs issues new, empty CRLs for the demo's root and intermediate,
+// so that the demo checks revocation exactly as production does.
+func (i *Info) RefreshCRLs(now time.Time) error {
+	pki, err := signing.LoadDevPKI(i.Path(pkiDir))
+	if err != nil {
+		return err
+	}
+	issuers := []*signing.KeyPair{pki.Root, pki.Intermediate}
+	if len(i.CRLs) != len(issuers) {
+		return fmt.Errorf("%s lists %d CRLs, want %d: remove the directory to make a new demo", InfoFile, len(i.CRLs), len(issuers))
+	}
+	for n, issuer := range issuers {
+		crl, err := pki.IssueCRL(issuer, nil, now.Add(-time.Hour), now.Add(crlValidity))
+		if err != nil {
+			return err
+		}
+		b := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.Raw})
+		if err := writeAtomic(i.Path(i.CRLs[n]), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeAtomic replaces a file so that a reader (the relay's trust reload)
+// never sees it half-written.
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Load reads the demo of dir.
@@ -144,6 +191,8 @@ func create(dir string, ports Ports) (*Info, error) {
 	info := &Info{
 		Dir: dir, Config: ConfigFile,
 		RootCA: p(signing.DevRootCertFile), Intermediate: p(signing.DevIntermediateCertFile),
+		CRLs:       []string{p("dev-ca-root.crl"), p("dev-ca-intermediate.crl")},
+		SignerCert: p("relay.pem"), SignerKey: p("relay-key.pem"), SignerAddress: "postmaster@" + Domain,
 		Submission: ports.Submission, SubmissionTLS: ports.SubmissionTLS,
 		IMAPTLS: ports.IMAPTLS, IMAPSTARTTLS: ports.IMAPSTARTTLS,
 		Prescriber: User{Address: "dr.martin@" + Domain, Role: configs.RolePrescriber, RPPS: PrescriberRPPS,
@@ -156,6 +205,16 @@ func create(dir string, ports Ports) (*Info, error) {
 		return nil, err
 	}
 	if err := write(prescriber, "prescriber"); err != nil {
+		return nil, err
+	}
+	org, err := pki.IssueOrganisation(info.SignerAddress, "MSSRELAY DEMO RELAY")
+	if err != nil {
+		return nil, err
+	}
+	if err := write(org, "relay"); err != nil {
+		return nil, err
+	}
+	if err := info.RefreshCRLs(time.Now()); err != nil {
 		return nil, err
 	}
 
@@ -180,7 +239,8 @@ func create(dir string, ports Ports) (*Info, error) {
 	cfg, err := configs.RenderDemo(configs.DemoParams{
 		Hostname: "localhost", DataDir: ".",
 		Cert: p("server.pem"), Key: p("server-key.pem"),
-		Anchors: []string{info.RootCA}, Intermediates: []string{info.Intermediate},
+		Anchors: []string{info.RootCA}, Intermediates: []string{info.Intermediate}, CRLs: info.CRLs,
+		SignerCert: info.SignerCert, SignerKey: info.SignerKey, SignerAddress: info.SignerAddress,
 		Submission: ports.Submission, SubmissionTLS: ports.SubmissionTLS,
 		IMAPTLS: ports.IMAPTLS, IMAPSTARTTLS: ports.IMAPSTARTTLS,
 		Accounts: accounts,
@@ -192,6 +252,16 @@ func create(dir string, ports Ports) (*Info, error) {
 		return nil, err
 	}
 	return info, nil
+}
+
+// Trust loads the demo's trust material as the relay does, for the demo
+// commands that verify what they fetch.
+func (i *Info) Trust() (*signing.Trust, error) {
+	crls := make([]string, len(i.CRLs))
+	for n, c := range i.CRLs {
+		crls[n] = i.Path(c)
+	}
+	return signing.LoadTrust([]string{i.Path(i.RootCA)}, []string{i.Path(i.Intermediate)}, crls)
 }
 
 // ClientTLS trusts the demo's development root, for the demo commands.

@@ -37,14 +37,14 @@ func (sel *selected) sync(s *session, w *imapserver.UpdateWriter, allowExpunge b
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // deleted or renamed by another session; commands will say so
 	} else if err != nil {
-		return err
+		return s.bug(err)
 	}
 	if info.ModSeq == sel.modSeq {
 		return nil
 	}
 	info, current, err := s.store().Entries(s.account.Address, sel.name)
 	if err != nil {
-		return err
+		return s.bug(err)
 	}
 	if info.UIDValidity != sel.uidValidity {
 		// The mailbox was deleted and recreated under the same name; the
@@ -191,7 +191,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			// new flags should be returned with the data.
 			upd, err := s.store().UpdateFlags(s.account.Address, sel.name, []uint32{e.UID}, store.FlagsAdd, []string{string(imap.FlagSeen)})
 			if err != nil {
-				return serverBug(err)
+				return s.bug(err)
 			}
 			if len(upd) == 1 {
 				e.Flags = upd[0].Flags
@@ -236,14 +236,14 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	if o.Envelope || o.BodyStructure != nil {
 		m, err := s.store().Meta(e.RecordID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return serverBug(err)
+			return s.bug(err)
 		}
 		var ok bool
 		env, bs, ok = decodeMeta(m)
 		if !ok {
 			b, err := loadRaw()
 			if err != nil {
-				return serverBug(err)
+				return s.bug(err)
 			}
 			env, bs, _ = decodeMeta(ComputeMeta(b))
 		}
@@ -273,7 +273,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BodySection {
 		b, err := loadRaw()
 		if err != nil {
-			return serverBug(err)
+			return s.bug(err)
 		}
 		if err := writeLiteral(m.WriteBodySection(sec, int64(len(bodySection(b, sec)))), bodySection(b, sec)); err != nil {
 			return err
@@ -282,7 +282,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BinarySection {
 		b, err := loadRaw()
 		if err != nil {
-			return serverBug(err)
+			return s.bug(err)
 		}
 		data := imapserver.ExtractBinarySection(bytes.NewReader(b), sec)
 		if err := writeLiteral(m.WriteBinarySection(sec, int64(len(data))), data); err != nil {
@@ -292,7 +292,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BinarySectionSize {
 		b, err := loadRaw()
 		if err != nil {
-			return serverBug(err)
+			return s.bug(err)
 		}
 		m.WriteBinarySectionSize(sec, imapserver.ExtractBinarySectionSize(bytes.NewReader(b), sec))
 	}
@@ -376,7 +376,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	}[flags.Op]
 	upd, err := s.store().UpdateFlags(s.account.Address, sel.name, sel.uids(idx), op, flagStrings(flags.Flags))
 	if err != nil {
-		return serverBug(err)
+		return s.bug(err)
 	}
 	byUID := make(map[uint32][]string, len(upd))
 	for _, e := range upd {
@@ -417,7 +417,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	}
 	removed, err := s.store().Expunge(s.account.Address, sel.name, only)
 	if err != nil {
-		return serverBug(err)
+		return s.bug(err)
 	}
 	return sel.dropUIDs(removed, w.WriteExpunge)
 }
@@ -450,7 +450,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	for i := range sel.entries {
 		ok, err := s.matches(i, criteria, &lazyMsg{s: s, e: &sel.entries[i]})
 		if err != nil {
-			return nil, serverBug(err)
+			return nil, s.bug(err)
 		}
 		if ok {
 			hits = append(hits, i)
@@ -651,7 +651,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
 		}
-		return nil, mailboxError(err)
+		return nil, s.mailboxError(err)
 	}
 	return &imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}, nil
 }
@@ -674,11 +674,11 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 		u32[i] = uint32(u)
 	}
 	if _, err := s.store().UpdateFlags(s.account.Address, sel.name, u32, store.FlagsAdd, []string{string(imap.FlagDeleted)}); err != nil {
-		return serverBug(err)
+		return s.bug(err)
 	}
 	removed, err := s.store().Expunge(s.account.Address, sel.name, u32)
 	if err != nil {
-		return serverBug(err)
+		return s.bug(err)
 	}
 	if err := w.WriteCopyData(data); err != nil {
 		return err

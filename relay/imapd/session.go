@@ -53,7 +53,7 @@ func (s *session) Login(username, password string) error {
 	}
 	if err := s.svc.cfg.Store.EnsureAccount(acct.Address); err != nil {
 		s.log.Error("imap ensure account", "err", err)
-		return serverBug(err)
+		return s.bug(err)
 	}
 	s.account = acct
 	s.log = s.log.With("account", acct.Address)
@@ -79,7 +79,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	s.sel = nil
 	info, entries, err := s.store().Entries(s.account.Address, name)
 	if err != nil {
-		return nil, mailboxError(err)
+		return nil, s.mailboxError(err)
 	}
 	sel := &selected{
 		name:        info.Name,
@@ -144,13 +144,13 @@ func (s *session) Create(name string, _ *imap.CreateOptions) error {
 	// RFC 3501 §6.3.3: a trailing delimiter only says the client intends
 	// to create children; the name itself is without it.
 	name = strings.TrimSuffix(name, string(delim))
-	return mailboxError(s.store().CreateMailbox(s.account.Address, name))
+	return s.mailboxError(s.store().CreateMailbox(s.account.Address, name))
 }
 
 // Delete implements imapserver.Session.
 func (s *session) Delete(name string) error {
 	if err := s.store().DeleteMailbox(s.account.Address, name); err != nil {
-		return mailboxError(err)
+		return s.mailboxError(err)
 	}
 	if s.sel != nil && strings.EqualFold(s.sel.name, name) {
 		s.sel = nil
@@ -160,17 +160,17 @@ func (s *session) Delete(name string) error {
 
 // Rename implements imapserver.Session.
 func (s *session) Rename(from, to string, _ *imap.RenameOptions) error {
-	return mailboxError(s.store().RenameMailbox(s.account.Address, from, to))
+	return s.mailboxError(s.store().RenameMailbox(s.account.Address, from, to))
 }
 
 // Subscribe implements imapserver.Session.
 func (s *session) Subscribe(name string) error {
-	return mailboxError(s.store().SetSubscribed(s.account.Address, name, true))
+	return s.mailboxError(s.store().SetSubscribed(s.account.Address, name, true))
 }
 
 // Unsubscribe implements imapserver.Session.
 func (s *session) Unsubscribe(name string) error {
-	return mailboxError(s.store().SetSubscribed(s.account.Address, name, false))
+	return s.mailboxError(s.store().SetSubscribed(s.account.Address, name, false))
 }
 
 // List implements imapserver.Session: LIST, LSUB, LIST-EXTENDED (RFC
@@ -185,7 +185,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	}
 	boxes, err := s.store().Mailboxes(s.account.Address)
 	if err != nil {
-		return serverBug(err)
+		return s.bug(err)
 	}
 	children := map[string]bool{}
 	subscribedChild := map[string]bool{}
@@ -257,7 +257,7 @@ func matchAny(name, ref string, patterns []string) bool {
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
 	info, err := s.store().Mailbox(s.account.Address, name)
 	if err != nil {
-		return nil, mailboxError(err)
+		return nil, s.mailboxError(err)
 	}
 	return statusData(info, options), nil
 }
@@ -300,7 +300,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	}
 	raw, err := io.ReadAll(io.LimitReader(r, int64(s.svc.cfg.MaxAppend)+1))
 	if err != nil {
-		return nil, err
+		return nil, err // the connection failed mid-literal
 	}
 	if err := mime.Scan(raw, s.svc.cfg.Limits); err != nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Message refused: " + err.Error()}
@@ -319,7 +319,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 			// RFC 3501 §6.3.11: TRYCREATE when the mailbox does not exist.
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
 		}
-		return nil, mailboxError(err)
+		return nil, s.mailboxError(err)
 	}
 	return &imap.AppendData{UID: imap.UID(d.UID), UIDValidity: d.UIDValidity}, nil
 }
@@ -383,7 +383,7 @@ func toFlags(flags []string) []imap.Flag {
 }
 
 // mailboxError maps store errors to IMAP response codes (RFC 5530).
-func mailboxError(err error) error {
+func (s *session) mailboxError(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -396,10 +396,13 @@ func mailboxError(err error) error {
 	case errors.Is(err, store.ErrMailboxInUse):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "This mailbox cannot be deleted"}
 	default:
-		return serverBug(err)
+		return s.bug(err)
 	}
 }
 
-func serverBug(err error) error {
+// bug logs an unexpected failure (store I/O, corruption) once, here, and
+// tells the client only that it may retry.
+func (s *session) bug(err error) error {
+	s.log.Error("imap command failed", "err", err)
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error, try again later"}
 }
