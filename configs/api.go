@@ -15,6 +15,7 @@ type Config struct {
 	Trust    Trust     `toml:"trust"`
 	Signer   Signer    `toml:"signer"`
 	Limits   Limits    `toml:"limits"`
+	Auth     Auth      `toml:"auth"`
 	Log      Log       `toml:"log"`
 	Accounts []Account `toml:"account"`
 
@@ -87,6 +88,22 @@ type Limits struct {
 	WriteTimeout    Duration `toml:"write_timeout"`     // default 60s
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`  // drain deadline, default 15s
 	MaxConnections  int      `toml:"max_connections"`   // per listener, default 1000
+}
+
+// Auth tunes login checks shared by SMTP and IMAP.
+type Auth struct {
+	// CacheTTL is how long a successful password check is remembered
+	// (default 5m; 0 disables the cache).
+	CacheTTL Duration `toml:"cache_ttl"`
+	// FailureDelay holds back the answer to a failed login; it doubles
+	// with each failure from the same address, up to 32 times (default
+	// 250ms).
+	FailureDelay Duration `toml:"failure_delay"`
+	// MaxFailures failed logins from one address within 15 minutes lock
+	// it out for Lockout (default 10).
+	MaxFailures int `toml:"max_failures"`
+	// Lockout is how long an address stays locked out (default 15m).
+	Lockout Duration `toml:"lockout"`
 }
 
 // Log configures structured logging.

@@ -39,6 +39,11 @@ const (
 	DefaultWriteTimeout    = 60 * time.Second
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 1000
+
+	DefaultAuthCacheTTL     = 5 * time.Minute
+	DefaultAuthFailureDelay = 250 * time.Millisecond
+	DefaultAuthMaxFailures  = 10
+	DefaultAuthLockout      = 15 * time.Minute
 	// DefaultTrustReloadInterval: CRLs are published daily or more often;
 	// checking the files (a stat each) every minute costs nothing and puts
 	// a new CRL in force within a minute of its arrival.
@@ -84,6 +89,7 @@ func (v *validator) run() {
 	v.trust()
 	v.signer()
 	v.limits()
+	v.auth()
 	v.log()
 	v.accounts()
 }
@@ -582,6 +588,14 @@ func (v *validator) limits() {
 	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
 		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)
 	}
+}
+
+func (v *validator) auth() {
+	a := &v.cfg.Auth
+	durationRange(v, "auth.cache_ttl", &a.CacheTTL, DefaultAuthCacheTTL, 0, time.Hour)
+	durationRange(v, "auth.failure_delay", &a.FailureDelay, DefaultAuthFailureDelay, 0, 10*time.Second)
+	intRange(v, "auth.max_failures", &a.MaxFailures, DefaultAuthMaxFailures, 1, 1000, "")
+	durationRange(v, "auth.lockout", &a.Lockout, DefaultAuthLockout, time.Second, 24*time.Hour)
 }
 
 func (v *validator) log() {

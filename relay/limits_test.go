@@ -2,13 +2,19 @@ package relay_test
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
+
 	"mssrelay/configs"
 	"mssrelay/relay"
+	"mssrelay/relay/submit"
 )
 
 // TestConnectionLimit: past limits.max_connections a listener answers
@@ -57,5 +63,36 @@ func TestConnectionLimit(t *testing.T) {
 			}
 			b.Close()
 		})
+	}
+}
+
+// TestLoginLockout: failed logins from one address, in either protocol,
+// lock that address out of both; even the right password is then refused
+// with a temporary reply.
+func TestLoginLockout(t *testing.T) {
+	h := newHarnessWith(t, func(c *configs.Config) {
+		c.Auth.MaxFailures = 3
+		c.Auth.FailureDelay.Duration = time.Millisecond
+		c.Auth.Lockout.Duration = time.Hour
+	})
+	c, err := imapclient.DialTLS(h.addrs[relay.IMAPTLS], &imapclient.Options{TLSConfig: h.clientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		if err := c.Login(h.info.Pharmacy.Address, "wrong password").Wait(); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	err = c.Login(h.info.Pharmacy.Address, h.info.Pharmacy.Password).Wait()
+	var ie *imap.Error
+	if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeUnavailable {
+		t.Fatalf("right password during lockout: %v, want NO [UNAVAILABLE]", err)
+	}
+	_, err = submit.Dial(submit.Options{Addr: h.addrs[relay.SMTPSubmission], TLS: h.clientTLS(),
+		User: h.info.Prescriber.Address, Password: h.info.Prescriber.Password})
+	if code, enh := smtpCode(err); code != 454 || enh != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Fatalf("SMTP AUTH during lockout: %v, want 454 4.7.0", err)
 	}
 }

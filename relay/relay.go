@@ -118,7 +118,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxDepth:        cfg.Limits.MaxMIMEDepth,
 		MaxParts:        cfg.Limits.MaxMIMEParts,
 	}
-	dir := auth.New(cfg, auth.Options{})
+	dir := auth.New(cfg, auth.OptionsFrom(cfg.Auth))
 	in := &intake.Intake{
 		Store:    st,
 		Trust:    trust,

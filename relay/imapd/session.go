@@ -13,6 +13,7 @@ import (
 
 	"mssrelay/configs"
 	"mssrelay/mime"
+	"mssrelay/relay/auth"
 	"mssrelay/store"
 )
 
@@ -46,7 +47,11 @@ func (s *session) Close() error {
 // Login implements imapserver.Session; AUTHENTICATE PLAIN also lands here.
 // The library refuses both before TLS (InsecureAuth is false).
 func (s *session) Login(username, password string) error {
-	acct, err := s.svc.cfg.Auth.Authenticate(username, password)
+	acct, err := s.svc.cfg.Auth.Authenticate(username, password, auth.RemoteIP(s.conn.NetConn().RemoteAddr()))
+	if errors.Is(err, auth.ErrLockedOut) {
+		s.log.Warn("imap login refused: address locked out", "user", username)
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed logins from your address, try again later"}
+	}
 	if err != nil {
 		s.log.Info("imap login failed", "user", username)
 		return imapserver.ErrAuthFailed

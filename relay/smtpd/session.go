@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"mssrelay/configs"
+	"mssrelay/relay/auth"
 	"mssrelay/relay/intake"
 )
 
@@ -46,6 +47,8 @@ func (ss *session) busy() bool {
 // Errors sent as bare *smtp.SMTPError: go-smtp reads the reply code with a
 // type assertion, so a wrapped error would go out as 554 5.0.0.
 var (
+	// RFC 4954 §6: 454 4.7.0 temporary authentication failure.
+	errLockedOut  = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed logins from your address, try again later"}
 	errAuthFailed = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	// RFC 4954 §6: 530 5.7.0 Authentication required (go-smtp's own
 	// ErrAuthRequired says 502).
@@ -74,7 +77,11 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		if identity != "" && identity != username {
 			return errAuthFailed
 		}
-		acct, err := ss.svc.cfg.Auth.Authenticate(username, password)
+		acct, err := ss.svc.cfg.Auth.Authenticate(username, password, auth.RemoteIP(ss.conn.Conn().RemoteAddr()))
+		if errors.Is(err, auth.ErrLockedOut) {
+			ss.log.Warn("smtp auth refused: address locked out", "user", username)
+			return errLockedOut
+		}
 		if err != nil {
 			ss.log.Info("smtp auth failed", "user", username)
 			return errAuthFailed
