@@ -160,15 +160,17 @@ func (ss *session) Data(r io.Reader) error {
 	if env.MailFrom == "" || len(env.Recipients) == 0 {
 		return errNoMail
 	}
+	// Busy from the first byte of data: a shutdown lets a message being
+	// received finish rather than cutting it off mid-transfer.
+	if !ss.svc.beginData(ss) {
+		return errShutdown
+	}
+	defer ss.svc.endData(ss)
 
 	raw, err := readAll(r, ss.svc.cfg.MaxMessageBytes)
 	if err != nil {
 		return err
 	}
-	if !ss.svc.beginData(ss) {
-		return errShutdown
-	}
-	defer ss.svc.endData(ss)
 
 	res, err := ss.svc.cfg.Intake.Accept(context.Background(), env, raw)
 	if err != nil {

@@ -86,9 +86,18 @@ func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
 	return err
 }
 
-// Shutdown stops accepting connections, lets transactions in DATA finish
-// until ctx expires, then closes every connection. Sessions idle between
-// commands are closed at once: they hold nothing that was acknowledged.
+// Shutdown stops accepting connections and ends every session cleanly:
+// a session waiting for a command is told 421 and closed; a transaction in
+// DATA finishes (its 250 goes out) until ctx expires; then the rest are cut.
+//
+// Sessions are ended by moving their read deadline into the past rather
+// than by closing the socket, because go-smtp writes the reply to DATA only
+// after Session.Data returns: closing at that moment would file a message
+// and lose its 250 (the client would resend; dedupe would keep it single,
+// but the promise is that transactions in DATA finish). A past deadline
+// makes the session's next read fail, and go-smtp then answers 421 itself.
+// go-smtp sets a fresh deadline before each read, so the kick repeats until
+// the session is gone.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -97,32 +106,67 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 	for _, srv := range servers {
 		// Shutdown closes the listeners and then waits for connections;
-		// we do the waiting ourselves below.
-		go srv.Shutdown(ctx) //nolint:errcheck // reported via the wait below
+		// the waiting is done here, with a deadline.
+		go srv.Shutdown(ctx) //nolint:errcheck // the drain below bounds it
 	}
-	s.closeSessions(func(ss *session) bool { return !ss.busy() })
 
 	done := make(chan struct{})
 	go func() { s.inflight.Wait(); close(done) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+drain:
+	for {
+		s.kick(func(ss *session) bool { return !ss.busy() })
+		select {
+		case <-done:
+			break drain
+		case <-ctx.Done():
+			err = ctx.Err()
+			break drain
+		case <-tick.C:
+		}
 	}
-	s.closeSessions(func(*session) bool { return true })
+	// Every transaction has its reply (or ran out of time): let the last
+	// 250s reach their clients, then cut whatever is left.
+	grace := time.NewTimer(2 * time.Second)
+	defer grace.Stop()
+	for s.kick(func(*session) bool { return true }) > 0 {
+		select {
+		case <-grace.C:
+			s.closeSessions()
+			return err
+		case <-tick.C:
+		}
+	}
 	return err
 }
 
-func (s *Service) closeSessions(match func(*session) bool) {
+// kick moves the read deadline of the matching sessions into the past and
+// returns how many sessions remain.
+func (s *Service) kick(match func(*session) bool) int {
+	s.mu.Lock()
+	var conns []net.Conn
+	for ss := range s.sessions {
+		if match(ss) {
+			conns = append(conns, ss.conn.Conn())
+		}
+	}
+	n := len(s.sessions)
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
+	return n
+}
+
+func (s *Service) closeSessions() {
 	// Collect under the lock, close outside it: closing a go-smtp
 	// connection calls Logout, which takes s.mu to forget the session.
 	s.mu.Lock()
-	var conns []*smtp.Conn
+	conns := make([]*smtp.Conn, 0, len(s.sessions))
 	for ss := range s.sessions {
-		if match(ss) {
-			conns = append(conns, ss.conn)
-		}
+		conns = append(conns, ss.conn)
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
