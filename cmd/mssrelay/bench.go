@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"mssrelay/relay/demo"
+	"mssrelay/relay/loadgen"
+	"mssrelay/signing"
+)
+
+const benchHelp = `bench [-data DIR | -smtp ADDR -user ADDR -password PW -ca FILE ...] [-n N] [-c C] [-per-conn K] [-rate R] [-json]
+
+Submits N distinct signed prescriptions to a running relay from C clients and
+reports accepted messages per second, DATA→250 latency percentiles and every
+refusal by reply code; then reads the recipient's mailbox back over IMAP with
+C clients (BODY.PEEK[], nothing is marked seen). All messages are generated
+and signed before the clock starts.
+
+Against the demo (` + "`go run ./cmd/mssrelay`" + ` in another terminal) no flag is needed:
+accounts, addresses and the development CA come from -data, and two signer
+certificates (RSA-2048 and P-256) are issued from the demo's PKI for the demo
+prescriber. Explicit flags override what -data provides.
+
+-plain runs the same SMTP phase against a mail server that only carries mail
+(no STARTTLS, no AUTH, unsigned messages of about the same size), such as the
+Postfix of bench/compare.sh.
+
+Flags:`
+
+// benchOutput is the -json document.
+type benchOutput struct {
+	RunID          string              `json:"run_id"`
+	PrepareSeconds float64             `json:"prepare_seconds"`
+	Signers        map[string]int      `json:"signers"`
+	SMTP           *loadgen.Report     `json:"smtp"`
+	IMAP           *loadgen.IMAPReport `json:"imap,omitempty"`
+	IMAPError      string              `json:"imap_error,omitempty"`
+}
+
+func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: mssrelay %s\n", benchHelp)
+		fs.PrintDefaults()
+	}
+	dataDir := fs.String("data", "mssrelay-data", "data directory of the running demo: accounts, addresses, CA and PKI")
+	smtpAddr := fs.String("smtp", "", "submission address host:port, STARTTLS (default: the demo's)")
+	imapAddr := fs.String("imap", "", "IMAP address host:port, implicit TLS (default: the demo's)")
+	user := fs.String("user", "", "submitting account (default: the demo prescriber)")
+	password := fs.String("password", "", "its password (default: the demo prescriber's)")
+	from := fs.String("from", "", "sender address (default: -user)")
+	to := fs.String("to", "", "recipient (default: the demo pharmacy)")
+	imapUser := fs.String("imap-user", "", "account read in the IMAP phase (default: -to when it is a demo account)")
+	imapPassword := fs.String("imap-password", "", "its password")
+	caFile := fs.String("ca", "", "PEM file of the CA that issued the server certificate (default: the demo's root)")
+	signerCert := fs.String("signer-cert", "", "S/MIME signer certificate PEM (with its chain); default: issue from the demo PKI")
+	signerKey := fs.String("signer-key", "", "its private key PEM")
+	rpps := fs.String("rpps", "", "prescriber RPPS written in the prescriptions (default: the demo prescriber's)")
+	n := fs.Int("n", 2000, "number of messages")
+	c := fs.Int("c", 32, "concurrent clients (SMTP and IMAP)")
+	perConn := fs.Int("per-conn", 0, "messages per connection: 0 reuses one connection per client, 1 connects (STARTTLS+AUTH) for every message")
+	rate := fs.Float64("rate", 0, "open loop: offer this many msgs/s on a fixed schedule; latency counts from when each was due (0: closed loop)")
+	keys := fs.String("key", loadgen.KeysBoth, "signer key type issued from the demo PKI: rsa (2048), p256 or both (half each)")
+	size := fs.String("size", string(loadgen.SizeFull), "message content: full (FHIR+PDF+IHE_XDM.ZIP, 10–30 KiB), pdf (FHIR+PDF) or fhir")
+	imapPhase := fs.Bool("imap-phase", true, "after SMTP, fetch the recipient's whole INBOX over IMAP")
+	plain := fs.Bool("plain", false, "plain SMTP: no STARTTLS, no AUTH, unsigned messages (for comparison with a plain MTA)")
+	noResume := fs.Bool("no-resume", false, "disable TLS session resumption between connections")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run; when it passes, messages not yet sent are reported as such")
+	cmdTimeout := fs.Duration("command-timeout", 30*time.Second, "bound on each SMTP command and connection attempt")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case *n <= 0:
+		return usageError{"-n must be positive"}
+	case *c <= 0:
+		return usageError{"-c must be positive"}
+	case *perConn < 0:
+		return usageError{"-per-conn must be 0 or more"}
+	case *rate < 0:
+		return usageError{"-rate must be 0 or more"}
+	case *timeout <= 0 || *cmdTimeout <= 0:
+		return usageError{"-timeout and -command-timeout must be positive"}
+	case (*signerCert == "") != (*signerKey == ""):
+		return usageError{"-signer-cert and -signer-key go together"}
+	}
+	sz, err := loadgen.ParseSize(*size)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if *plain && !set["imap-phase"] {
+		*imapPhase = false // a plain MTA has no IMAP to read back from
+	}
+
+	// The demo supplies every default; without -data it is optional when
+	// the explicit flags say everything it would.
+	info, demoErr := demo.Load(*dataDir)
+	if demoErr != nil && set["data"] {
+		return demoErr
+	}
+	pick := func(flagValue, fromDemo string) string {
+		if flagValue != "" || info == nil {
+			return flagValue
+		}
+		return fromDemo
+	}
+	var d demo.Info
+	if info != nil {
+		d = *info
+	}
+	*smtpAddr = pick(*smtpAddr, d.Submission)
+	*imapAddr = pick(*imapAddr, d.IMAPTLS)
+	*user = pick(*user, d.Prescriber.Address)
+	*password = pick(*password, d.Prescriber.Password)
+	*to = pick(*to, d.Pharmacy.Address)
+	*rpps = pick(*rpps, d.Prescriber.RPPS)
+	if *from == "" {
+		*from = *user
+	}
+	if *rpps == "" {
+		*rpps = demo.PrescriberRPPS
+	}
+	if info != nil && *imapUser == "" {
+		for _, u := range []demo.User{d.Pharmacy, d.Pharmacy2, d.Prescriber} {
+			if u.Address == *to {
+				*imapUser, *imapPassword = u.Address, u.Password
+			}
+		}
+	}
+	missing := func(what string) error {
+		msg := "no " + what
+		if demoErr != nil {
+			msg += " (and " + demoErr.Error() + ")"
+		}
+		return usageError{msg}
+	}
+	switch {
+	case *smtpAddr == "":
+		return missing("-smtp address")
+	case *from == "" || *to == "":
+		return missing("-from/-user or -to address")
+	case !*plain && (*user == "" || *password == ""):
+		return missing("-user and -password")
+	case *imapPhase && (*imapAddr == "" || *imapUser == "" || *imapPassword == ""):
+		return missing("-imap, -imap-user and -imap-password for the IMAP phase (or -imap-phase=false)")
+	}
+
+	var smtpTLS, imapTLS *tls.Config
+	if !*plain || *imapPhase {
+		if smtpTLS, err = benchTLS(*caFile, info, *smtpAddr); err != nil {
+			return err
+		}
+		if imapTLS, err = benchTLS(*caFile, info, *imapAddr); err != nil {
+			return err
+		}
+	}
+
+	cfg := loadgen.Config{N: *n, From: *from, To: *to, Plain: *plain, Size: sz, RPPS: *rpps}
+	if info != nil && *from == d.Prescriber.Address {
+		cfg.Prescriber = d.Prescriber.Name
+	}
+	if !*plain {
+		if cfg.Signers, err = benchSigners(info, *signerCert, *signerKey, *keys, set["key"], *from, *rpps, cfg.Prescriber); err != nil {
+			return err
+		}
+	}
+
+	say := func(format string, a ...any) {
+		if !*asJSON {
+			fmt.Fprintf(stdout, format, a...)
+		}
+	}
+	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	o := loadgen.SMTPOptions{Addr: *smtpAddr, NoResume: *noResume,
+		Concurrency: *c, PerConn: *perConn, Rate: *rate, Timeout: *cmdTimeout}
+	if !*plain {
+		o.TLS, o.User, o.Password = smtpTLS, *user, *password
+	}
+	if err := loadgen.Probe(ctx, o); err != nil {
+		if info != nil && *smtpAddr == d.Submission {
+			return fmt.Errorf("%w (is the demo relay running? start it with `mssrelay -data %s`)", err, *dataDir)
+		}
+		return err
+	}
+
+	say("Preparing %d messages (%s)...\n", *n, describeSigners(cfg))
+	batch, err := loadgen.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	say("Prepared in %.1f s, %.1f MiB in all; sending to %s as %s with %d clients...\n",
+		batch.Prepared.Seconds(), float64(batch.Bytes)/(1<<20), *smtpAddr, *from, *c)
+
+	if !*asJSON {
+		o.Progress = func(done, total int) { fmt.Fprintf(stdout, "  %d/%d answered\n", done, total) }
+	}
+	rep, err := loadgen.RunSMTP(ctx, batch, o)
+	if err != nil {
+		return err
+	}
+
+	out := benchOutput{RunID: batch.RunID, PrepareSeconds: batch.Prepared.Seconds(), SMTP: rep, Signers: map[string]int{}}
+	for _, m := range batch.Messages {
+		out.Signers[m.Signer]++
+	}
+	if *imapPhase && ctx.Err() == nil {
+		say("Reading %s's INBOX back over IMAP with %d clients...\n", *imapUser, *c)
+		out.IMAP, err = loadgen.RunIMAP(ctx, loadgen.IMAPOptions{Addr: *imapAddr, TLS: imapTLS,
+			User: *imapUser, Password: *imapPassword, Concurrency: *c, Timeout: *cmdTimeout})
+		if err != nil {
+			out.IMAPError = err.Error()
+		}
+	}
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		if err := rep.WriteText(stdout); err != nil {
+			return err
+		}
+		if out.IMAP != nil {
+			fmt.Fprintln(stdout)
+			if err := out.IMAP.WriteText(stdout); err != nil {
+				return err
+			}
+		}
+	}
+
+	// The exit status tells a script whether the run was clean.
+	var problems []error
+	if rep.Accepted < rep.Messages {
+		problems = append(problems, fmt.Errorf("%d of %d messages not accepted", rep.Messages-rep.Accepted, rep.Messages))
+	}
+	if out.IMAPError != "" {
+		problems = append(problems, fmt.Errorf("IMAP phase: %s", out.IMAPError))
+	} else if out.IMAP != nil && len(out.IMAP.Errors) > 0 {
+		problems = append(problems, fmt.Errorf("IMAP phase: %d client(s) failed", len(out.IMAP.Errors)))
+	}
+	return errors.Join(problems...)
+}
+
+// benchTLS trusts caFile, or the demo's root; the server name is the host
+// of addr (the demo's certificate names localhost, 127.0.0.1 and ::1).
+func benchTLS(caFile string, info *demo.Info, addr string) (*tls.Config, error) {
+	if caFile == "" {
+		if info == nil {
+			return nil, usageError{"no -ca file to verify the server certificate with"}
+		}
+		caFile = info.Path(info.RootCA)
+	}
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("address %q: %v", addr, err)}
+	}
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}, nil
+}
+
+// benchSigners loads the given signer, or issues RSA-2048 and/or P-256
+// certificates for from from the demo's development PKI.
+func benchSigners(info *demo.Info, certFile, keyFile, keys string, keySet bool, from, rpps, name string) ([]loadgen.Signer, error) {
+	if certFile != "" {
+		if keySet {
+			return nil, usageError{"-key chooses certificates issued from the demo PKI: not with -signer-cert"}
+		}
+		kp, err := signing.LoadKeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading the signer: %w", err)
+		}
+		return []loadgen.Signer{{Name: keyName(kp.Cert), Key: kp}}, nil
+	}
+	if info == nil {
+		return nil, usageError{"no signer: give -signer-cert and -signer-key, or -data with a demo PKI"}
+	}
+	pki, err := signing.LoadDevPKI(filepath.Dir(info.Path(info.RootCA)))
+	if err != nil {
+		return nil, fmt.Errorf("loading the demo PKI to issue signer certificates: %w", err)
+	}
+	if name == "" {
+		name = "Load Generator"
+	}
+	s, err := loadgen.IssueSigners(pki, from, rpps, name, keys)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return s, nil
+}
+
+func keyName(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("rsa-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ecdsa-" + k.Curve.Params().Name
+	}
+	return c.PublicKeyAlgorithm.String()
+}
+
+func describeSigners(cfg loadgen.Config) string {
+	if cfg.Plain {
+		return "plain, unsigned"
+	}
+	s := "signed with"
+	for i, sg := range cfg.Signers {
+		if i > 0 {
+			s += " and"
+		}
+		s += " " + sg.Name
+	}
+	return s + ", " + string(cfg.Size)
+}

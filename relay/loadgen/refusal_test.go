@@ -1,0 +1,302 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"mssrelay/relay/loadgen"
+)
+
+// fakeBackend is a plain SMTP server whose replies a test chooses: RCPT to
+// an address starting with "unknown" is refused 550 5.1.1, DATA holding
+// "REFUSE-451" is refused 451 4.7.5, DATA holding "CLOSE-421" gets a 421
+// (the server then closes the connection), everything else is accepted.
+type fakeBackend struct {
+	sessions atomic.Int64
+	accepted atomic.Int64
+}
+
+func (b *fakeBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	b.sessions.Add(1)
+	return &fakeSession{b: b}, nil
+}
+
+type fakeSession struct{ b *fakeBackend }
+
+func (s *fakeSession) Reset()        {}
+func (s *fakeSession) Logout() error { return nil }
+func (s *fakeSession) Mail(string, *smtp.MailOptions) error {
+	return nil
+}
+
+func (s *fakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasPrefix(to, "unknown") {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	return nil
+}
+
+func (s *fakeSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case bytes.Contains(b, []byte("REFUSE-451")):
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}, Message: "try again later"}
+	case bytes.Contains(b, []byte("CLOSE-421")):
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
+	}
+	s.b.accepted.Add(1)
+	return nil
+}
+
+func startFake(t *testing.T) (*fakeBackend, string) {
+	t.Helper()
+	be := &fakeBackend{}
+	srv := smtp.NewServer(be)
+	srv.Domain = "fake.test"
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return be, l.Addr().String()
+}
+
+// batch builds n plain messages; body(i) is each one's body.
+func batch(to string, n int, body func(i int) string) *loadgen.Batch {
+	b := &loadgen.Batch{From: "dr@fake.test", To: to}
+	for i := range n {
+		m := fmt.Sprintf("From: dr@fake.test\r\nTo: %s\r\nSubject: %d\r\n\r\n%s\r\n", to, i, body(i))
+		b.Messages = append(b.Messages, loadgen.Message{Data: []byte(m), Number: fmt.Sprint(i), Signer: "plain"})
+		b.Bytes += int64(len(m))
+	}
+	return b
+}
+
+// TestRefusalsAndErrorsAreCounted checks that every way a message can fail
+// lands in the right bucket, and that a refusal does not cost the
+// connection (RSET keeps it usable) while a 421 does.
+func TestRefusalsAndErrorsAreCounted(t *testing.T) {
+	_, fakeAddr := startFake(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := closed.Addr().String()
+	closed.Close() // nothing listens there any more: connections are refused
+
+	const n, c = 12, 2
+	tests := []struct {
+		name         string
+		addr, to     string
+		body         func(i int) string
+		accepted     int
+		refused      map[string]int
+		errors       map[string]int
+		connections  int // connection set-ups
+		perConn      int
+		wantDataLats int
+	}{
+		{
+			name: "all accepted", addr: fakeAddr, to: "rx@fake.test",
+			body:     func(int) string { return "ok" },
+			accepted: n, connections: c, wantDataLats: n,
+		},
+		{
+			name: "one in three refused at DATA", addr: fakeAddr, to: "rx@fake.test",
+			body: func(i int) string {
+				if i%3 == 0 {
+					return "REFUSE-451"
+				}
+				return "ok"
+			},
+			accepted: n - n/3, refused: map[string]int{"451 4.7.5": n / 3}, connections: c, wantDataLats: n - n/3,
+		},
+		{
+			name: "every RCPT refused", addr: fakeAddr, to: "unknown@fake.test",
+			body:    func(int) string { return "ok" },
+			refused: map[string]int{"550 5.1.1": n}, connections: c,
+		},
+		{
+			name: "421 closes the connection", addr: fakeAddr, to: "rx@fake.test",
+			body: func(i int) string {
+				if i == 0 {
+					return "CLOSE-421"
+				}
+				return "ok"
+			},
+			accepted: n - 1, refused: map[string]int{"421 4.3.2": 1}, connections: c + 1, wantDataLats: n - 1,
+		},
+		{
+			name: "one connection per message", addr: fakeAddr, to: "rx@fake.test", perConn: 1,
+			body:     func(int) string { return "ok" },
+			accepted: n, connections: n, wantDataLats: n,
+		},
+		{
+			name: "server down", addr: deadAddr, to: "rx@fake.test",
+			body:   func(int) string { return "ok" },
+			errors: map[string]int{"connect: connection refused": n},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := batch(tt.to, n, tt.body)
+			r, err := loadgen.RunSMTP(context.Background(), b, loadgen.SMTPOptions{
+				Addr: tt.addr, Concurrency: c, PerConn: tt.perConn, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Accepted != tt.accepted {
+				t.Errorf("accepted %d, want %d", r.Accepted, tt.accepted)
+			}
+			if !sameCounts(r.Refused, tt.refused) {
+				t.Errorf("refused %v, want %v", r.Refused, tt.refused)
+			}
+			if !sameCounts(r.Errors, tt.errors) {
+				t.Errorf("errors %v, want %v", r.Errors, tt.errors)
+			}
+			if r.Connections != tt.connections {
+				t.Errorf("%d connections, want %d", r.Connections, tt.connections)
+			}
+			if r.Data.Count != tt.wantDataLats {
+				t.Errorf("%d DATA latencies, want %d (accepted messages only)", r.Data.Count, tt.wantDataLats)
+			}
+			if r.Security != "plain" {
+				t.Errorf("security %q, want plain", r.Security)
+			}
+			var text bytes.Buffer
+			if err := r.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			for k := range tt.refused {
+				if !strings.Contains(text.String(), k) {
+					t.Errorf("text report does not name refusal %q:\n%s", k, text.String())
+				}
+			}
+		})
+	}
+}
+
+// TestCancelledRunStops checks that a run whose context ends reports the
+// messages it never sent instead of hanging.
+func TestCancelledRunStops(t *testing.T) {
+	_, addr := startFake(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, err := loadgen.RunSMTP(ctx, batch("rx@fake.test", 5, func(int) string { return "ok" }),
+		loadgen.SMTPOptions{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.NotSent != 5 || r.Accepted != 0 {
+		t.Errorf("cancelled run: not sent %d, accepted %d; want 5 and 0", r.NotSent, r.Accepted)
+	}
+}
+
+func TestRunSMTPRejectsBadOptions(t *testing.T) {
+	b := batch("rx@fake.test", 1, func(int) string { return "ok" })
+	tests := []struct {
+		name string
+		b    *loadgen.Batch
+		o    loadgen.SMTPOptions
+	}{
+		{"empty batch", &loadgen.Batch{}, loadgen.SMTPOptions{Addr: "127.0.0.1:1"}},
+		{"no address", b, loadgen.SMTPOptions{}},
+		{"implicit TLS without config", b, loadgen.SMTPOptions{Addr: "127.0.0.1:1", ImplicitTLS: true}},
+		{"negative per-connection", b, loadgen.SMTPOptions{Addr: "127.0.0.1:1", PerConn: -1}},
+		{"negative rate", b, loadgen.SMTPOptions{Addr: "127.0.0.1:1", Rate: -5}},
+	}
+	for _, tt := range tests {
+		if _, err := loadgen.RunSMTP(context.Background(), tt.b, tt.o); err == nil {
+			t.Errorf("%s: no error", tt.name)
+		}
+	}
+}
+
+func TestPrepareRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  loadgen.Config
+	}{
+		{"no messages", loadgen.Config{From: "a@b", To: "c@d", Plain: true}},
+		{"no sender", loadgen.Config{N: 1, To: "c@d", Plain: true}},
+		{"no signer", loadgen.Config{N: 1, From: "a@b", To: "c@d"}},
+		{"bad size", loadgen.Config{N: 1, From: "a@b", To: "c@d", Plain: true, Size: "huge"}},
+	}
+	for _, tt := range tests {
+		if _, err := loadgen.Prepare(tt.cfg); err == nil {
+			t.Errorf("%s: no error", tt.name)
+		}
+	}
+}
+
+// TestPreparePlain checks the plain batch: distinct numbers, sizes in the
+// advertised range, a multipart/signed shape.
+func TestPreparePlain(t *testing.T) {
+	b, err := loadgen.Prepare(loadgen.Config{N: 20, From: "dr@fake.test", To: "rx@fake.test", Plain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, m := range b.Messages {
+		if seen[m.Number] {
+			t.Errorf("number %s used twice", m.Number)
+		}
+		seen[m.Number] = true
+		if !bytes.Contains(m.Data, []byte("multipart/signed")) || !bytes.Contains(m.Data, []byte(m.Number)) {
+			t.Errorf("message %s is not a multipart/signed naming its number", m.Number)
+		}
+	}
+	if b.Min < 10<<10 || b.Max > 30<<10 {
+		t.Errorf("sizes %d–%d, want 10–30 KiB", b.Min, b.Max)
+	}
+	var sum int64
+	for _, m := range b.Messages {
+		sum += int64(len(m.Data))
+	}
+	if sum != b.Bytes {
+		t.Errorf("Bytes %d, want %d", b.Bytes, sum)
+	}
+}
+
+func TestReplyKey(t *testing.T) {
+	tests := []struct {
+		err  *smtp.SMTPError
+		want string
+	}{
+		{&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}}, "451 4.7.5"},
+		{&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}}, "554 5.7.1"},
+		{&smtp.SMTPError{Code: 421, EnhancedCode: smtp.NoEnhancedCode}, "421"},
+		{&smtp.SMTPError{Code: 550}, "550"},
+	}
+	for _, tt := range tests {
+		if got := loadgen.ReplyKey(tt.err); got != tt.want {
+			t.Errorf("ReplyKey(%d %v) = %q, want %q", tt.err.Code, tt.err.EnhancedCode, got, tt.want)
+		}
+	}
+}
+
+func sameCounts(got, want map[string]int) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
