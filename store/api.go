@@ -43,6 +43,11 @@ type Filing struct {
 	PatientINS string    // for the index by patient ("" when none)
 	Delivery   string    // the patient's delivery choice as signed: "messaging-only", "paper" or ""
 	Meta       []byte    // opaque cache (the IMAP layer stores ENVELOPE/BODYSTRUCTURE here)
+	// Audit events appended to the audit trail in the filing's own
+	// transaction, so that an acceptance and its record commit together.
+	// Each Subject gets "record=<id>" put in front. A Duplicate or refused
+	// filing appends nothing: record those with Store.Audit.
+	Audit []AuditEvent
 }
 
 // Delivered is one mailbox entry created by File.

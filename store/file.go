@@ -132,12 +132,16 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 	if err := s.checkFiling(f); err != nil {
 		return nil, err
 	}
+	audit, auditSize, err := normAuditEvents(f.Audit)
+	if err != nil {
+		return nil, fmt.Errorf("filing audit: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("store: file: %w", err)
 	}
 	// A resend found in durable state needs no commit at all.
 	var fast *Filed
-	err := s.view(func(tx *bbolt.Tx) error {
+	err = s.view(func(tx *bbolt.Tx) error {
 		if !s.durable(tx) {
 			return nil
 		}
@@ -157,7 +161,7 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 
 	recips := uniqueRecipients(f.Recipients)
 	var out *Filed
-	err = s.write(int64(len(f.Raw)+len(f.Meta)), func(w *wtx) error {
+	err = s.write(int64(len(f.Raw)+len(f.Meta))+auditSize, func(w *wtx) error {
 		out = nil
 		id, dup, err := findResend(w.tx, f)
 		if err != nil {
@@ -202,6 +206,11 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 			}
 			w.changed(r, Inbox)
 			res.Entries = append(res.Entries, Delivered{Account: r, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: uid})
+		}
+		// Same transaction: the audit record exists exactly when the
+		// filing does (ARCHITECTURE.md, store.File).
+		if err := appendAudit(w, withRecordID(audit, id)); err != nil {
+			return err
 		}
 		out = res
 		return nil

@@ -60,7 +60,7 @@ var (
 	bucketEntries = []byte("entries")
 
 	topBuckets = [][]byte{bucketMeta, bucketRecords, bucketRaw, bucketRMeta,
-		bucketIdxNum, bucketIdxMsgID, bucketIdxINS, bucketIdxIDNPS, bucketAccounts}
+		bucketIdxNum, bucketIdxMsgID, bucketIdxINS, bucketIdxIDNPS, bucketAccounts, bucketAudit}
 )
 
 const formatV1 = 1

@@ -22,6 +22,8 @@ Usage:
   mssrelay demo send  [-data DIR] [-to ADDR]     sign and submit a sample prescription as the demo prescriber
   mssrelay demo fetch [-data DIR] [-user ADDR]   read the demo pharmacy's INBOX and verify each signature
   mssrelay rx show [-content] NUMBER             what was filed under a prescription number (relay stopped)
+  mssrelay audit verify [-data DIR]              check the audit trail's hash chain (relay stopped)
+  mssrelay audit export [-since T] [-o FILE]     audit records as JSON lines (relay stopped)
   mssrelay bench [-data DIR] [-n N] [-c C] [-per-conn K] [-rate R] [-plain] [-json]
                                                  load-test a running relay (see docs/PERFORMANCE.md)
   mssrelay version                               print the version
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdRx(args, stdout)
 	case "bench":
 		err = cmdBench(ctx, args, stdout)
+	case "audit":
+		err = cmdAudit(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "mssrelay", version)
 	case "help", "-h", "--help":

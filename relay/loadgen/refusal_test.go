@@ -100,15 +100,19 @@ func TestRefusalsAndErrorsAreCounted(t *testing.T) {
 
 	const n, c = 12, 2
 	tests := []struct {
-		name         string
-		addr, to     string
-		body         func(i int) string
-		accepted     int
-		refused      map[string]int
-		errors       map[string]int
-		connections  int // connection set-ups
-		perConn      int
-		wantDataLats int
+		name        string
+		addr, to    string
+		body        func(i int) string
+		accepted    int
+		refused     map[string]int
+		errors      map[string]int
+		connections int // connection set-ups
+		// connectionsMax, when set, allows up to this many: whether the
+		// client reconnects after a 421 depends on whether messages are
+		// left for it, which the scheduling decides.
+		connectionsMax int
+		perConn        int
+		wantDataLats   int
 	}{
 		{
 			name: "all accepted", addr: fakeAddr, to: "rx@fake.test",
@@ -138,7 +142,7 @@ func TestRefusalsAndErrorsAreCounted(t *testing.T) {
 				}
 				return "ok"
 			},
-			accepted: n - 1, refused: map[string]int{"421 4.3.2": 1}, connections: c + 1, wantDataLats: n - 1,
+			accepted: n - 1, refused: map[string]int{"421 4.3.2": 1}, connections: c, connectionsMax: c + 1, wantDataLats: n - 1,
 		},
 		{
 			name: "one connection per message", addr: fakeAddr, to: "rx@fake.test", perConn: 1,
@@ -168,8 +172,8 @@ func TestRefusalsAndErrorsAreCounted(t *testing.T) {
 			if !sameCounts(r.Errors, tt.errors) {
 				t.Errorf("errors %v, want %v", r.Errors, tt.errors)
 			}
-			if r.Connections != tt.connections {
-				t.Errorf("%d connections, want %d", r.Connections, tt.connections)
+			if hi := max(tt.connections, tt.connectionsMax); r.Connections < tt.connections || r.Connections > hi {
+				t.Errorf("%d connections, want %d to %d", r.Connections, tt.connections, hi)
 			}
 			if r.Data.Count != tt.wantDataLats {
 				t.Errorf("%d DATA latencies, want %d (accepted messages only)", r.Data.Count, tt.wantDataLats)
