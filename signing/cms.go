@@ -59,7 +59,7 @@ type rawSignedData struct {
 }
 
 // rawSignerInfo is SignerInfo (RFC 5652 5.3). SID is kept raw: it is either
-// IssuerAndSerialNumber (a SEQUENCE) or [0] SubjectKeyIdentifier.
+// IssuerAndSerialNumber (a SEQUENCE) or [0] IMPLICIT SubjectKeyIdentifier.
 type rawSignerInfo struct {
 	Version            int
 	SID                asn1.RawValue
@@ -81,9 +81,12 @@ type rawAttribute struct {
 }
 
 // signerInfo is the one signer of a message, decoded and checked for shape.
+// Exactly one of the two forms of sid (RFC 5652 5.3) is set: issuerRaw and
+// serial, or subjectKeyID.
 type signerInfo struct {
 	issuerRaw     []byte
 	serial        *big.Int
+	subjectKeyID  []byte // SubjectKeyIdentifier (RFC 5280 4.2.1.2), the KeyIdentifier octets
 	digestAlg     asn1.ObjectIdentifier
 	sigAlg        asn1.ObjectIdentifier
 	signature     []byte
@@ -131,23 +134,55 @@ func parseSignerInfo(raw asn1.RawValue) (*signerInfo, error) {
 	if len(rest) > 0 {
 		return nil, errors.New("SignerInfo: trailing data")
 	}
-	if si.SID.Class != asn1.ClassUniversal || si.SID.Tag != asn1.TagSequence {
-		// RFC 5652 5.3: [0] SubjectKeyIdentifier. The PKCS#7 library finds
-		// signer certificates by issuer and serial only.
-		return nil, errors.New("signer identified by subject key identifier (not supported; sign with issuer and serial number)")
-	}
-	var ias issuerAndSerial
-	if rest, err := asn1.Unmarshal(si.SID.FullBytes, &ias); err != nil {
-		return nil, fmt.Errorf("SignerInfo: issuerAndSerialNumber: %w", err)
-	} else if len(rest) > 0 {
-		return nil, errors.New("SignerInfo: issuerAndSerialNumber: trailing data")
-	}
 	out := &signerInfo{
-		issuerRaw: ias.Issuer.FullBytes,
-		serial:    ias.Serial,
 		digestAlg: si.DigestAlgorithm.Algorithm,
 		sigAlg:    si.SignatureAlgorithm.Algorithm,
 		signature: si.Signature,
+	}
+	// RFC 5652 5.3: SignerIdentifier ::= CHOICE { issuerAndSerialNumber,
+	// subjectKeyIdentifier [0] IMPLICIT }; the tag alone says which.
+	//
+	// RFC 5652 5.3 also ties the version to the choice (1 with
+	// issuerAndSerialNumber, 3 with subjectKeyIdentifier). That rule is
+	// deliberately not enforced, and any version is accepted as before:
+	//   - the version is outside the signature (which covers the signed
+	//     attributes only), so checking it proves nothing about the signer,
+	//     and the tag of sid already identifies the form without it;
+	//   - the verifiers signers test against do not check it (OpenSSL's
+	//     CMS_verify ignores it, openssl/openssl#29484, as does Bouncy
+	//     Castle's SignerInfo decoder), so a signer writing the wrong
+	//     number never finds out;
+	//   - CMS producers in the field do write wrong SignerInfo versions
+	//     that mainstream verifiers accept (Authenticode signatures with
+	//     version 0, accepted by Windows: ralphje/signify#18).
+	// Refusing a genuine prescription over an unsigned, redundant number
+	// would be the worse error.
+	switch sid := si.SID; {
+	case sid.Class == asn1.ClassUniversal && sid.Tag == asn1.TagSequence && sid.IsCompound:
+		var ias issuerAndSerial
+		if rest, err := asn1.Unmarshal(sid.FullBytes, &ias); err != nil {
+			return nil, fmt.Errorf("SignerInfo: issuerAndSerialNumber: %w", err)
+		} else if len(rest) > 0 {
+			return nil, errors.New("SignerInfo: issuerAndSerialNumber: trailing data")
+		}
+		out.issuerRaw, out.serial = ias.Issuer.FullBytes, ias.Serial
+	case sid.Class == asn1.ClassContextSpecific && sid.Tag == 0:
+		// [0] IMPLICIT SubjectKeyIdentifier, an OCTET STRING (RFC 5280
+		// 4.2.1.2) compared byte for byte with the certificates'. A
+		// constructed one (BER chunks, which no signer writes for 20
+		// bytes) is refused: behind the implicit tag normalizeBER cannot
+		// tell it is a string and join the chunks.
+		if sid.IsCompound {
+			return nil, errors.New("SignerInfo: subjectKeyIdentifier is constructed, not an OCTET STRING")
+		}
+		if len(sid.Bytes) == 0 {
+			// An empty identifier would match every certificate without
+			// the extension.
+			return nil, errors.New("SignerInfo: subjectKeyIdentifier is empty")
+		}
+		out.subjectKeyID = sid.Bytes
+	default:
+		return nil, fmt.Errorf("SignerInfo: signer identifier (class %d, tag %d) is neither issuerAndSerialNumber nor [0] subjectKeyIdentifier", sid.Class, sid.Tag)
 	}
 	if len(si.SignedAttrs.FullBytes) > 0 {
 		// RFC 5652 5.4: the signature covers the DER of the signed

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -24,6 +26,23 @@ func FuzzVerify(f *testing.F) {
 	f.Add(detached, testContent, true)
 	f.Add(opaque, []byte(nil), false)
 	f.Add(makeSig(f, kp, testContent, sigOpts{second: kp}), testContent, true)
+	// Signers named by subject key identifier (RFC 5652 5.3): two that
+	// verify (detached, opaque), one whose identifier two certificates
+	// share, and OpenSSL's -keyid vector (from another PKI: it reaches the
+	// chain check).
+	f.Add(withSID(f, detached, sidKeyID(kp.Cert.SubjectKeyId), 3), testContent, true)
+	f.Add(withSID(f, opaque, sidKeyID(kp.Cert.SubjectKeyId), 3), []byte(nil), false)
+	f.Add(withSID(f, makeSig(f, kp, testContent, sigOpts{extraCerts: []*x509.Certificate{twinCert(f, p, kp, kp)}}),
+		sidKeyID(kp.Cert.SubjectKeyId), 3), testContent, true)
+	keyidVector, err := os.ReadFile(filepath.Join("testdata", "openssl", "rsa-keyid.p7s"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	vectorContent, err := os.ReadFile(filepath.Join("testdata", "openssl", "content.eml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(keyidVector, vectorContent, true)
 	f.Add(unhexF(f, "3080 0609 2a864886f70d010702 a080 3080 020101 3100 3080 0609 2a864886f70d010701 0000 3100 0000 0000 0000"), []byte(nil), false)
 	f.Add([]byte{0x30, 0x80}, []byte("x"), true)
 	f.Fuzz(func(t *testing.T, sig, content []byte, isDetached bool) {

@@ -63,10 +63,11 @@ func mustTrustNoCRL(t testing.TB, p *DevPKI, anchors, intermediates []*x509.Cert
 type sigOpts struct {
 	digest      asn1.ObjectIdentifier // nil: SHA-256
 	opaque      bool
-	signingTime time.Time // zero: what the library writes (now)
-	second      *KeyPair  // a second signer
-	noChain     bool      // leave the intermediates out of the message
-	tamperSig   bool      // flip a bit of the signature value
+	signingTime time.Time           // zero: what the library writes (now)
+	second      *KeyPair            // a second signer
+	noChain     bool                // leave the intermediates out of the message
+	tamperSig   bool                // flip a bit of the signature value
+	extraCerts  []*x509.Certificate // more certificates in the message
 }
 
 // makeSig signs content like a prescriber's software would, with the knobs
@@ -96,6 +97,9 @@ func makeSig(t testing.TB, kp *KeyPair, content []byte, o sigOpts) []byte {
 	if o.second != nil {
 		add(o.second)
 	}
+	for _, c := range o.extraCerts {
+		sd.AddCertificate(c)
+	}
 	if !o.signingTime.IsZero() {
 		resignWithTime(t, sd, kp, o.signingTime, digest)
 	}
@@ -111,6 +115,85 @@ func makeSig(t testing.TB, kp *KeyPair, content []byte, o sigOpts) []byte {
 		t.Fatal(err)
 	}
 	return der
+}
+
+// sidKeyID is the [0] IMPLICIT SubjectKeyIdentifier form of a signer
+// identifier (RFC 5652 5.3), as `openssl cms -sign -keyid` writes it.
+func sidKeyID(keyID []byte) asn1.RawValue {
+	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, Bytes: keyID}
+}
+
+// withSID returns der (a SignedData from makeSig) with the sid of its first
+// SignerInfo replaced by sid and the SignerInfo's version set to version;
+// the SignedData version becomes 3 with a version 3 SignerInfo, as
+// RFC 5652 5.1 asks. The signature stays valid: it covers the signed
+// attributes, not the SignerInfo around them (RFC 5652 5.4). The PKCS#7
+// library writes issuerAndSerialNumber only, so this is how the tests get
+// the other form.
+func withSID(t testing.TB, der []byte, sid asn1.RawValue, version int) []byte {
+	t.Helper()
+	sidDER, err := asn1.Marshal(sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ContentInfo { contentType, [0] { SignedData { version, …, signerInfos } } }
+	ci := derElements(t, der)
+	wrapper := derElements(t, ci[1].FullBytes)
+	sd := derElements(t, wrapper[0].FullBytes)
+	sis := derElements(t, sd[len(sd)-1].FullBytes)
+	si := derElements(t, sis[0].FullBytes)
+	si[0] = derInt(t, version)
+	si[1] = asn1.RawValue{FullBytes: sidDER}
+	sis[0] = derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, si)
+	sd[len(sd)-1] = derConstructed(t, asn1.ClassUniversal, asn1.TagSet, sis)
+	if version == 3 {
+		sd[0] = derInt(t, 3)
+	}
+	wrapper[0] = derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, sd)
+	ci[1] = derConstructed(t, asn1.ClassContextSpecific, 0, wrapper)
+	return derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, ci).FullBytes
+}
+
+// derElements returns the elements inside the constructed DER value b.
+func derElements(t testing.TB, b []byte) []asn1.RawValue {
+	t.Helper()
+	var outer asn1.RawValue
+	if rest, err := asn1.Unmarshal(b, &outer); err != nil || len(rest) > 0 || !outer.IsCompound {
+		t.Fatalf("not one constructed DER value (%v, %d trailing bytes)", err, len(rest))
+	}
+	var out []asn1.RawValue
+	for body := outer.Bytes; len(body) > 0; {
+		var e asn1.RawValue
+		rest, err := asn1.Unmarshal(body, &e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+		body = rest
+	}
+	return out
+}
+
+func derConstructed(t testing.TB, class, tag int, elems []asn1.RawValue) asn1.RawValue {
+	t.Helper()
+	var body []byte
+	for _, e := range elems {
+		body = append(body, e.FullBytes...)
+	}
+	b, err := asn1.Marshal(asn1.RawValue{Class: class, Tag: tag, IsCompound: true, Bytes: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asn1.RawValue{FullBytes: b}
+}
+
+func derInt(t testing.TB, n int) asn1.RawValue {
+	t.Helper()
+	b, err := asn1.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asn1.RawValue{FullBytes: b}
 }
 
 // resignWithTime replaces the signing-time attribute of the first signer

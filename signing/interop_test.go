@@ -75,13 +75,19 @@ func TestOpenSSLSignsWeVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		writePEMCerts(t, leafPEM, kp.Cert)
+		// -keyid names the signer by subject key identifier (RFC 5652
+		// 5.3) instead of issuer and serial number.
 		modes := []struct {
-			name string
-			args []string
+			name     string
+			detached bool
+			args     []string
 		}{
-			{"detached", nil},
-			{"opaque-der", []string{"-nodetach"}},
-			{"opaque-ber-stream", []string{"-nodetach", "-stream"}},
+			{"detached", true, nil},
+			{"opaque-der", false, []string{"-nodetach"}},
+			{"opaque-ber-stream", false, []string{"-nodetach", "-stream"}},
+			{"detached-keyid", true, []string{"-keyid"}},
+			{"opaque-der-keyid", false, []string{"-nodetach", "-keyid"}},
+			{"opaque-ber-stream-keyid", false, []string{"-nodetach", "-stream", "-keyid"}},
 		}
 		for _, mode := range modes {
 			for _, withChain := range []bool{true, false} {
@@ -102,7 +108,7 @@ func TestOpenSSLSignsWeVerify(t *testing.T) {
 						t.Fatal(err)
 					}
 					req := Request{PKCS7: der, From: drEmail, RPPS: drRPPS}
-					if mode.name == "detached" {
+					if mode.detached {
 						req.Content = testContent
 					}
 					res, err := trust.Verify(req)
@@ -114,6 +120,9 @@ func TestOpenSSLSignsWeVerify(t *testing.T) {
 					}
 					if res.Signer.IDNPS != "8"+drRPPS {
 						t.Errorf("IDNPS = %q", res.Signer.IDNPS)
+					}
+					if !res.Signer.Cert.Equal(kp.Cert) {
+						t.Errorf("Signer.Cert is %q, not the signing certificate", res.Signer.Cert.Subject)
 					}
 				})
 			}
@@ -144,7 +153,6 @@ func TestOpenSSLRefusals(t *testing.T) {
 		want  Reason
 	}{
 		{"sha1", []string{"-md", "sha1"}, ReasonAlgorithm},
-		{"subject key identifier", []string{"-md", "sha256", "-keyid"}, ReasonMalformed},
 		{"no signed attributes", []string{"-md", "sha256", "-noattr"}, ReasonMalformed},
 	}
 	for _, tc := range tests {
@@ -162,6 +170,37 @@ func TestOpenSSLRefusals(t *testing.T) {
 				t.Fatalf("reason %v (%v), want %v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestOpenSSLIgnoresSignerInfoVersion backs the decision not to enforce
+// RFC 5652 5.3's pairing of SignerInfo version and sid form (see
+// parseSignerInfo): `openssl cms -verify` accepts a key identifier sid with
+// version 1, and so do we. Should OpenSSL start refusing it, signers would
+// learn to write the right number and the decision can be revisited.
+func TestOpenSSLIgnoresSignerInfoVersion(t *testing.T) {
+	bin := needOpenSSL(t)
+	dir := t.TempDir()
+	p := mustPKI(t)
+	kp := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName})
+	store := filepath.Join(dir, "store.pem")
+	writePEMCerts(t, store, p.Root.Cert, p.Intermediate.Cert)
+	contentFile := filepath.Join(dir, "content.eml")
+	if err := os.WriteFile(contentFile, testContent, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
+	for _, version := range []int{1, 3} {
+		der := withSID(t, makeSig(t, kp, testContent, sigOpts{}), sidKeyID(kp.Cert.SubjectKeyId), version)
+		sig := filepath.Join(dir, "sig.der")
+		if err := os.WriteFile(sig, der, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runOpenSSL(t, bin, "cms", "-verify", "-purpose", "smimesign", "-CAfile", store,
+			"-content", contentFile, "-inform", "DER", "-in", sig, "-binary", "-out", os.DevNull)
+		if _, err := trust.Verify(Request{PKCS7: der, Content: testContent}); err != nil {
+			t.Errorf("key identifier sid, SignerInfo version %d: OpenSSL accepts, Verify: %v", version, err)
+		}
 	}
 }
 

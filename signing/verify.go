@@ -134,11 +134,9 @@ func (t *Trust) Verify(req Request) (*Result, error) {
 	if err != nil {
 		return nil, refuse(ReasonMalformed, "the signer information does not parse", err)
 	}
-	leaf := findSignerCert(p7.Certificates, si)
-	if leaf == nil {
-		// RFC 8551 2.5.x: the signer's certificate must travel with the
-		// message; we have no directory to fetch it from.
-		return nil, refuse(ReasonMalformed, "the signer's certificate is not included in the signature", nil)
+	leaf, rerr := findSignerCert(p7.Certificates, si)
+	if rerr != nil {
+		return nil, rerr
 	}
 
 	// 3. Algorithms, before any cryptographic work with them.
@@ -244,6 +242,14 @@ func (t *Trust) Verify(req Request) (*Result, error) {
 
 // parsePKCS7 runs the library parser on DER from normalizeBER. A panic in
 // the library on hostile input becomes an error rather than a crash.
+//
+// Only Content and Certificates are used; the signer comes from parseCMS.
+// With a subjectKeyIdentifier sid the library fails on SignerInfos (it
+// knows issuerAndSerialNumber only), discards that error and returns the
+// fields it decoded before it: content and certificates, which SignedData
+// places before the signer infos (RFC 5652 5.1). TestVerifySubjectKeyIdentifier
+// and TestOpenSSLSignsWeVerify (-keyid: opaque and detached, DER and
+// streamed BER) fail if a library version stops doing so.
 func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -253,16 +259,60 @@ func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
 	return pkcs7.Parse(der)
 }
 
-func findSignerCert(certs []*x509.Certificate, si *signerInfo) *x509.Certificate {
-	if si.serial == nil {
-		return nil
+// findSignerCert returns the certificate the SignerInfo's sid names
+// (RFC 5652 5.3) among the certificates the message carries, or a
+// Malformed refusal. The signer's certificate must travel with the message
+// (RFC 8551 2.5.x): the relay has no directory to fetch it from, and a
+// configured intermediate is an authority, never a signer.
+func findSignerCert(certs []*x509.Certificate, si *signerInfo) (*x509.Certificate, *Error) {
+	if si.subjectKeyID != nil {
+		return findSignerCertByKeyID(certs, si.subjectKeyID)
 	}
-	for _, c := range certs {
-		if c.SerialNumber.Cmp(si.serial) == 0 && bytes.Equal(c.RawIssuer, si.issuerRaw) {
-			return c
+	if si.serial != nil {
+		for _, c := range certs {
+			if c.SerialNumber.Cmp(si.serial) == 0 && bytes.Equal(c.RawIssuer, si.issuerRaw) {
+				return c, nil
+			}
 		}
 	}
-	return nil
+	return nil, refuse(ReasonMalformed, "the signer's certificate (by issuer and serial number) is not included in the signature", nil)
+}
+
+// findSignerCertByKeyID finds the certificate whose subject key identifier
+// extension (RFC 5280 4.2.1.2) holds exactly keyID. The identifier is not
+// unique the way issuer and serial number are (two certificates of one key,
+// or a certificate made to collide, share it), so when several different
+// certificates match, the message is refused rather than one picked: the
+// certificate decides the prescriber's identity (e-mail, IDNPS). The same
+// certificate included twice is not ambiguous.
+func findSignerCertByKeyID(certs []*x509.Certificate, keyID []byte) (*x509.Certificate, *Error) {
+	var found *x509.Certificate
+	for _, c := range certs {
+		if len(c.SubjectKeyId) == 0 || !bytes.Equal(c.SubjectKeyId, keyID) {
+			continue
+		}
+		if found != nil && !bytes.Equal(found.Raw, c.Raw) {
+			return nil, refuse(ReasonMalformed, fmt.Sprintf(
+				"several different certificates in the signature have the signer's subject key identifier %s: the signer is ambiguous", shortHex(keyID)), nil)
+		}
+		found = c
+	}
+	if found == nil {
+		return nil, refuse(ReasonMalformed, fmt.Sprintf(
+			"no certificate in the signature has the signer's subject key identifier %s (the signer's certificate must be included)", shortHex(keyID)), nil)
+	}
+	return found, nil
+}
+
+// shortHex renders an identifier from the message for a refusal detail,
+// cut short: the sender chooses its length, and a key identifier is 20
+// bytes in practice (RFC 5280 4.2.1.2, RFC 7093).
+func shortHex(b []byte) string {
+	const limit = 32
+	if len(b) > limit {
+		return fmt.Sprintf("%X… (%d bytes)", b[:limit], len(b))
+	}
+	return fmt.Sprintf("%X", b)
 }
 
 // checkAlgorithms enforces the algorithm policy: SHA-256/384/512 digests;

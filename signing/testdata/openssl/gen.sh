@@ -237,14 +237,14 @@ for k in rsa ecdsa; do
 	# Refusals. SHA-1: RFC 8551 2.1 lets a receiver refuse it; the relay
 	# does. -noattr: RFC 5652 5.3 makes signed attributes optional for
 	# id-data, the relay requires them (policy: content-type and
-	# message-digest always signed). -keyid: the signer is named by subject
-	# key identifier; RFC 5652 5.3 asks receivers to accept that form, the
-	# verifier does not yet (it matches issuer and serial only), so this
-	# vector records a known gap. Tampered: the detached signature of
+	# message-digest always signed). Tampered: the detached signature of
 	# content.eml checked against content-tampered.eml.
+	# -keyid (accepted): the signer is named by subject key identifier,
+	# SignerInfo version 3 (RFC 5652 5.3), as some Outlook versions also
+	# write it; the verifier finds it among the message's certificates.
 	sign "$k" "$k-sha1.p7s" der content.eml yes algorithm -md sha1 -outform DER
 	sign "$k" "$k-noattr.p7s" der content.eml yes malformed -md sha256 -noattr -outform DER
-	sign "$k" "$k-keyid.p7s" der content.eml yes malformed -md sha256 -keyid -outform DER
+	sign "$k" "$k-keyid.p7s" der content.eml yes ok -md sha256 -keyid -outform DER
 	printf '%s\t%s\t%s\t%s\t%s\n' "$k-detached-chain.p7s" der content-tampered.eml yes bad-signature >>"$manifest"
 done
 
