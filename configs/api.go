@@ -17,6 +17,7 @@ type Config struct {
 	Limits   Limits    `toml:"limits"`
 	Auth     Auth      `toml:"auth"`
 	Log      Log       `toml:"log"`
+	Admin    Admin     `toml:"admin"`
 	Accounts []Account `toml:"account"`
 
 	// byAddress indexes Accounts by normalised address (see Account); built
@@ -110,6 +111,16 @@ type Auth struct {
 type Log struct {
 	Level  string `toml:"level"`  // debug, info (default), warn, error
 	Format string `toml:"format"` // text (default) or json
+}
+
+// Admin is the HTTP endpoint for monitoring: Prometheus metrics, liveness
+// and readiness, and optionally Go profiles (relay/metrics). It has no
+// authentication, so it listens on loopback unless AllowRemote says
+// otherwise.
+type Admin struct {
+	Listen      string `toml:"listen"`       // host:port; "" (default) disables the endpoint
+	AllowRemote bool   `toml:"allow_remote"` // permit a Listen address that is not loopback
+	Pprof       bool   `toml:"pprof"`        // serve net/http/pprof under /debug/pprof/
 }
 
 // Role is what an account may do.

@@ -91,6 +91,7 @@ func (v *validator) run() {
 	v.limits()
 	v.auth()
 	v.log()
+	v.admin()
 	v.accounts()
 }
 
@@ -256,18 +257,26 @@ type listener struct {
 
 func (v *validator) listeners() {
 	lists := []struct {
-		key   string
-		addrs []string
+		key    string
+		addrs  []string
+		scalar bool // a single address, not a list: no [i] in the key
 	}{
-		{"smtp.submission", v.cfg.SMTP.Submission},
-		{"smtp.submission_tls", v.cfg.SMTP.SubmissionTLS},
-		{"imap.tls", v.cfg.IMAP.TLS},
-		{"imap.starttls", v.cfg.IMAP.STARTTLS},
+		{"smtp.submission", v.cfg.SMTP.Submission, false},
+		{"smtp.submission_tls", v.cfg.SMTP.SubmissionTLS, false},
+		{"imap.tls", v.cfg.IMAP.TLS, false},
+		{"imap.starttls", v.cfg.IMAP.STARTTLS, false},
+		{"admin.listen", nil, true},
+	}
+	if v.cfg.Admin.Listen != "" {
+		lists[len(lists)-1].addrs = []string{v.cfg.Admin.Listen}
 	}
 	var seen []listener
 	for _, l := range lists {
 		for i, a := range l.addrs {
 			key := fmt.Sprintf("%s[%d]", l.key, i)
+			if l.scalar {
+				key = l.key
+			}
 			ln, err := parseListener(a)
 			if err != nil {
 				v.fail(key, "%q: %v", a, err)
@@ -616,6 +625,44 @@ func (v *validator) log() {
 	default:
 		v.fail("log.format", "%q: must be text or json", l.Format)
 	}
+}
+
+// admin checks the monitoring endpoint. Its address was parsed and
+// checked for clashes with the mail listeners in listeners(). Metrics name
+// accounts' activity and pprof exposes the process's memory profile and
+// command line: neither may face the internet by mistake, so an address
+// other than loopback needs admin.allow_remote.
+func (v *validator) admin() {
+	a := &v.cfg.Admin
+	if a.Listen == "" {
+		// Absent or written empty: the endpoint is off. pprof and
+		// allow_remote then have nothing to apply to, which is harmless.
+		return
+	}
+	ln, err := parseListener(a.Listen)
+	if err != nil || a.AllowRemote || isLoopbackHost(ln.host) {
+		return
+	}
+	why := "is not a loopback address"
+	if isWildcard(ln.host) {
+		why = "listens on every interface"
+	} else if _, err := netip.ParseAddr(ln.host); err != nil {
+		why = "is a host name other than localhost, which may resolve to a public address"
+	}
+	v.fail("admin.listen", "%q %s: the admin endpoint has no authentication, and metrics and profiles must not face the internet; "+
+		"listen on 127.0.0.1 or [::1] (reach it through a reverse proxy or an SSH tunnel), or set admin.allow_remote = true "+
+		"if a firewall restricts who reaches this address", a.Listen, why)
+}
+
+// isLoopbackHost reports whether a listen host is on the loopback
+// interface only: 127.0.0.0/8, ::1 (also IPv4-mapped), or "localhost",
+// which RFC 6761 §6.3 reserves for it.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 func (v *validator) accounts() {

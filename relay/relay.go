@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"mssrelay/relay/auth"
 	"mssrelay/relay/imapd"
 	"mssrelay/relay/intake"
+	"mssrelay/relay/metrics"
 	"mssrelay/relay/smtpd"
 	"mssrelay/signing"
 	"mssrelay/store"
@@ -34,6 +36,7 @@ const (
 	SMTPSubmissionTLS = "smtp-submission-tls" // implicit TLS, port 465
 	IMAPTLS           = "imap-tls"            // implicit TLS, port 993
 	IMAPSTARTTLS      = "imap-starttls"       // STARTTLS, port 143
+	Admin             = "admin"               // HTTP metrics/health/pprof ([admin] listen)
 )
 
 // busyReply is what a plaintext listener says to a connection over the
@@ -67,8 +70,21 @@ type Relay struct {
 	smtp     *smtpd.Service
 	imap     *imapd.Service
 
+	// Observability (relay/metrics): metrics always; the admin HTTP
+	// server only when admin.listen is set. phase drives /readyz.
+	metrics *metrics.Metrics
+	admin   *http.Server
+	phase   atomic.Int32 // phaseStarting, phaseServing, phaseStopping
+
 	listeners []bound
 }
+
+// Lifecycle phases reported by /readyz.
+const (
+	phaseStarting int32 = iota
+	phaseServing
+	phaseStopping
+)
 
 type bound struct {
 	kind string
@@ -119,6 +135,9 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxParts:        cfg.Limits.MaxMIMEParts,
 	}
 	dir := auth.New(cfg, auth.OptionsFrom(cfg.Auth))
+	// Metrics are kept even without an admin listener: a few atomic adds
+	// per message, and tools can read them through Metrics().
+	m := metrics.New(metrics.Sources{Auth: dir, Store: st})
 	in := &intake.Intake{
 		Store:    st,
 		Trust:    trust,
@@ -126,8 +145,16 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Hostname: cfg.Server.Hostname,
 		Log:      log,
 		Meta:     imapd.ComputeMeta,
+		Metrics:  m,
 	}
-	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier}
+	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m}
+	if cfg.Admin.Listen != "" {
+		r.admin = metrics.NewServer(metrics.Handler(m, metrics.HandlerOptions{
+			Pprof: cfg.Admin.Pprof,
+			Ready: r.ready,
+			Log:   log.With("service", Admin),
+		}), log.With("service", Admin))
+	}
 	r.smtp = smtpd.New(smtpd.Config{
 		Hostname:        cfg.Server.Hostname,
 		TLS:             tlsCfg,
@@ -138,6 +165,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxRecipients:   cfg.Limits.MaxRecipients,
 		ReadTimeout:     cfg.Limits.ReadTimeout.Duration,
 		WriteTimeout:    cfg.Limits.WriteTimeout.Duration,
+		Metrics:         m,
 	})
 	maxAppend := cfg.Limits.MaxMessageBytes
 	if maxAppend > 1<<31 {
@@ -150,8 +178,25 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Log:       log,
 		Limits:    limits,
 		MaxAppend: uint32(maxAppend),
+		Metrics:   m,
 	})
 	return r, nil
+}
+
+// Metrics returns the relay's metrics (served on the admin listener when
+// one is configured).
+func (r *Relay) Metrics() *metrics.Metrics { return r.metrics }
+
+// ready is the readiness /readyz reports: nil once every listener is bound
+// and the store is open and Serve runs, the reason otherwise.
+func (r *Relay) ready() error {
+	switch r.phase.Load() {
+	case phaseServing:
+		return nil
+	case phaseStopping:
+		return errors.New("shutting down")
+	}
+	return errors.New("starting")
 }
 
 // ServerTLS builds the one TLS configuration every listener shares (built
@@ -209,6 +254,12 @@ func (r *Relay) Listen() error {
 		{SMTPSubmissionTLS, r.cfg.SMTP.SubmissionTLS},
 		{IMAPTLS, r.cfg.IMAP.TLS},
 		{IMAPSTARTTLS, r.cfg.IMAP.STARTTLS},
+	}
+	if r.admin != nil {
+		groups = append(groups, struct {
+			kind  string
+			addrs []string
+		}{Admin, []string{r.cfg.Admin.Listen}})
 	}
 	for _, g := range groups {
 		for _, a := range g.addrs {
@@ -270,6 +321,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 				err = r.imap.Serve(b.l, true)
 			case IMAPSTARTTLS:
 				err = r.imap.Serve(b.l, false)
+			case Admin:
+				if err = r.admin.Serve(b.l); errors.Is(err, http.ErrServerClosed) {
+					err = nil
+				}
 			}
 			if err != nil {
 				errc <- fmt.Errorf("%s on %s: %w", b.kind, b.l.Addr(), err)
@@ -286,12 +341,18 @@ func (r *Relay) Serve(ctx context.Context) error {
 		r.watchTrust(watchCtx, r.cfg.Trust.ReloadInterval.Duration)
 	}()
 
+	// Every listener is bound and the store is open: ready for traffic.
+	r.phase.Store(phaseServing)
+
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 		r.log.Error("listener failed, shutting down", "err", serveErr)
 	}
+	// Not ready from the first moment of shutdown, so that a load
+	// balancer polling /readyz stops sending clients during the drain.
+	r.phase.Store(phaseStopping)
 
 	timeout := r.cfg.Limits.ShutdownTimeout.Duration
 	if timeout <= 0 {
@@ -305,6 +366,17 @@ func (r *Relay) Serve(ctx context.Context) error {
 	}
 	if err := r.imap.Shutdown(sctx); err != nil {
 		r.log.Warn("imap shutdown", "err", err)
+	}
+	if r.admin != nil {
+		// Last of the services, so that /readyz answered 503 and the
+		// final counts could be scraped during the drain. A scrape in
+		// progress gets a short grace, not the drain's leftover time.
+		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := r.admin.Shutdown(actx); err != nil {
+			r.admin.Close()
+			r.log.Warn("admin server shutdown", "err", err)
+		}
+		acancel()
 	}
 	r.closeListeners()
 	stopWatch()

@@ -59,6 +59,7 @@ func needsRestart(old, cur *configs.Config) []string {
 	check("imap", old.IMAP, cur.IMAP)
 	check("limits", old.Limits, cur.Limits)
 	check("auth", old.Auth, cur.Auth)
+	check("admin", old.Admin, cur.Admin)
 	check("log", old.Log, cur.Log)
 	check("tls.min_version", old.TLS.MinVersion, cur.TLS.MinVersion)
 	check("trust (list of files)", old.Trust, cur.Trust)

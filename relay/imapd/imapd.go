@@ -18,6 +18,7 @@ import (
 
 	"mssrelay/mime"
 	"mssrelay/relay/auth"
+	"mssrelay/relay/metrics"
 	"mssrelay/store"
 )
 
@@ -29,6 +30,8 @@ type Config struct {
 	Log       *slog.Logger
 	Limits    mime.Limits // applied to APPENDed messages before parsing
 	MaxAppend uint32      // APPENDLIMIT (RFC 7889)
+	// Metrics records sessions and failed logins (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // caps lists what the backend really implements. Advertising a capability
@@ -125,6 +128,7 @@ func (s *Service) newSession(c *imapserver.Conn) (imapserver.Session, *imapserve
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	s.conns[c] = struct{}{}
+	s.cfg.Metrics.SessionOpened(metrics.IMAP)
 	remote := c.NetConn().RemoteAddr().String()
 	return &session{
 		svc:  s,
@@ -135,8 +139,13 @@ func (s *Service) newSession(c *imapserver.Conn) (imapserver.Session, *imapserve
 
 func (s *Service) forget(c *imapserver.Conn) {
 	s.mu.Lock()
+	_, open := s.conns[c]
 	delete(s.conns, c)
 	s.mu.Unlock()
+	// metrics: count each session's end once.
+	if open {
+		s.cfg.Metrics.SessionClosed(metrics.IMAP)
+	}
 }
 
 type logAdapter struct{ log *slog.Logger }

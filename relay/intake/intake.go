@@ -15,6 +15,7 @@ import (
 
 	"mssrelay/configs"
 	"mssrelay/mime"
+	"mssrelay/relay/metrics"
 	"mssrelay/signing"
 	"mssrelay/store"
 )
@@ -30,6 +31,8 @@ type Intake struct {
 	Meta func(raw []byte) []byte
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Metrics records verification time (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // Envelope is what the SMTP session knows about a transaction.
@@ -80,6 +83,7 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 			"From: address must be your authenticated account address", nil)
 	}
 
+	verifyStart := time.Now() // metrics: the real clock, not in.now()
 	res, err := in.Trust.Verify(signing.Request{
 		PKCS7:   signed.PKCS7,
 		Content: signed.Content,
@@ -87,6 +91,7 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 		RPPS:    env.Account.RPPS,
 		Now:     in.now(),
 	})
+	in.Metrics.ObserveVerify(time.Since(verifyStart))
 	if err != nil {
 		return nil, fromSigning(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -17,6 +18,7 @@ import (
 	"mssrelay/configs"
 	"mssrelay/relay/auth"
 	"mssrelay/relay/intake"
+	"mssrelay/relay/metrics"
 )
 
 // session is one SMTP connection's state.
@@ -75,14 +77,17 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if identity != "" && identity != username {
+			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
 			return errAuthFailed
 		}
 		acct, err := ss.svc.cfg.Auth.Authenticate(username, password, auth.RemoteIP(ss.conn.Conn().RemoteAddr()))
 		if errors.Is(err, auth.ErrLockedOut) {
+			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
 			ss.log.Warn("smtp auth refused: address locked out", "user", username)
 			return errLockedOut
 		}
 		if err != nil {
+			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
 			ss.log.Info("smtp auth failed", "user", username)
 			return errAuthFailed
 		}
@@ -143,6 +148,11 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Data implements smtp.Session: read the message, run the intake path,
 // reply 250 only once the message is durably filed.
 func (ss *session) Data(r io.Reader) error {
+	// metrics: time from DATA to our reply, and how it ended; each refusal
+	// path below sets reason (intake's Refusal.Reason or a label of ours).
+	start, outcome, reason := time.Now(), metrics.Refused, "no_transaction"
+	defer func() { ss.svc.cfg.Metrics.SMTPData(outcome, reason, time.Since(start)) }()
+
 	ss.mu.Lock()
 	env := &intake.Envelope{
 		Account:    ss.account,
@@ -163,12 +173,17 @@ func (ss *session) Data(r io.Reader) error {
 	// Busy from the first byte of data: a shutdown lets a message being
 	// received finish rather than cutting it off mid-transfer.
 	if !ss.svc.beginData(ss) {
+		reason = "shutting_down" // metrics
 		return errShutdown
 	}
 	defer ss.svc.endData(ss)
 
 	raw, err := readAll(r, ss.svc.cfg.MaxMessageBytes)
 	if err != nil {
+		reason = "read_error" // metrics
+		if errors.Is(err, errTooLarge) {
+			reason = "too_large"
+		}
 		return err
 	}
 
@@ -176,9 +191,11 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		var ref *intake.Refusal
 		if !errors.As(err, &ref) {
+			reason = "internal" // metrics
 			ss.log.Error("intake failed", "err", err)
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
 		}
+		reason = ref.Reason // metrics
 		lvl := slog.LevelInfo
 		if ref.Temporary() {
 			lvl = slog.LevelWarn
@@ -192,8 +209,10 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.log.Info("message filed", "record", res.Filed.ID, "duplicate", res.Filed.Duplicate,
 		"recipients", len(env.Recipients), "size", len(raw))
+	outcome, reason = metrics.Accepted, "" // metrics
 	msg := fmt.Sprintf("Prescription filed as record %d", res.Filed.ID)
 	if res.Filed.Duplicate {
+		outcome = metrics.Duplicate // metrics
 		// A client that lost our first 250 and resent: RFC 5321 §6.1 asks us
 		// to neither lose nor duplicate it.
 		msg = fmt.Sprintf("Already filed as record %d (not filed twice)", res.Filed.ID)

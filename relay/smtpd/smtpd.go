@@ -18,6 +18,7 @@ import (
 
 	"mssrelay/relay/auth"
 	"mssrelay/relay/intake"
+	"mssrelay/relay/metrics"
 )
 
 // Config is what the SMTP service needs.
@@ -31,6 +32,8 @@ type Config struct {
 	MaxRecipients   int
 	ReadTimeout     time.Duration
 	WriteTimeout    time.Duration
+	// Metrics records sessions, logins and DATA outcomes (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // Service runs SMTP listeners sharing one backend.
@@ -185,13 +188,19 @@ func (s *Service) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	ss := &session{svc: s, conn: c, id: newID(), remote: c.Conn().RemoteAddr().String()}
 	ss.log = s.cfg.Log.With("session", ss.id, "remote", ss.remote)
 	s.sessions[ss] = struct{}{}
+	s.cfg.Metrics.SessionOpened(metrics.SMTP)
 	return ss, nil
 }
 
 func (s *Service) forget(ss *session) {
 	s.mu.Lock()
+	_, open := s.sessions[ss]
 	delete(s.sessions, ss)
 	s.mu.Unlock()
+	// metrics: count each session's end once, however often Logout runs.
+	if open {
+		s.cfg.Metrics.SessionClosed(metrics.SMTP)
+	}
 }
 
 // beginData registers an in-flight transaction unless shutting down. The
