@@ -123,16 +123,19 @@ func sameFlags(a, b []string) bool {
 // "*" is the last message (RFC 3501 §6.4.8; for UIDs, the highest UID in
 // use, and "n:*" always includes it even when n is greater).
 func (sel *selected) resolve(numSet imap.NumSet) []int {
+	// Contains binary-searches the set, which must stay sorted: once "*"
+	// is replaced by the maximum, "7,*" with 4 messages reads "7,4", so
+	// the static set is rebuilt through AddRange, which sorts and merges.
 	var out []int
 	switch set := numSet.(type) {
 	case imap.SeqSet:
 		max := uint32(len(sel.entries))
-		set = append(imap.SeqSet(nil), set...)
-		for i := range set {
-			staticRange(&set[i].Start, &set[i].Stop, max)
+		var static imap.SeqSet
+		for _, r := range set {
+			static.AddRange(staticRange(r.Start, r.Stop, max))
 		}
 		for i := range sel.entries {
-			if set.Contains(uint32(i + 1)) {
+			if static.Contains(uint32(i + 1)) {
 				out = append(out, i)
 			}
 		}
@@ -144,12 +147,13 @@ func (sel *selected) resolve(numSet imap.NumSet) []int {
 		if n := len(sel.entries); n > 0 {
 			max = sel.entries[n-1].UID
 		}
-		set = append(imap.UIDSet(nil), set...)
-		for i := range set {
-			staticRange((*uint32)(&set[i].Start), (*uint32)(&set[i].Stop), max)
+		var static imap.UIDSet
+		for _, r := range set {
+			start, stop := staticRange(uint32(r.Start), uint32(r.Stop), max)
+			static.AddRange(imap.UID(start), imap.UID(stop))
 		}
 		for i, e := range sel.entries {
-			if set.Contains(imap.UID(e.UID)) {
+			if static.Contains(imap.UID(e.UID)) {
 				out = append(out, i)
 			}
 		}
@@ -157,17 +161,19 @@ func (sel *selected) resolve(numSet imap.NumSet) []int {
 	return out
 }
 
-func staticRange(start, stop *uint32, max uint32) {
-	dyn := false
-	if *start == 0 {
-		*start, dyn = max, true
+// staticRange replaces "*" (0) by max. An empty mailbox has no "*": the
+// range becomes 0:0, which contains nothing.
+func staticRange(start, stop, max uint32) (uint32, uint32) {
+	if start == 0 {
+		start = max
 	}
-	if *stop == 0 {
-		*stop, dyn = max, true
+	if stop == 0 {
+		stop = max
 	}
-	if dyn && *start > *stop {
-		*start, *stop = *stop, *start
+	if start > stop {
+		start, stop = stop, start
 	}
+	return start, stop
 }
 
 func (sel *selected) uids(idx []int) []uint32 {
@@ -180,7 +186,10 @@ func (sel *selected) uids(idx []int) []uint32 {
 
 // Fetch implements imapserver.Session.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return err
+	}
 	idx := sel.resolve(numSet)
 	setSeen := !sel.readOnly && fetchSetsSeen(options)
 	for _, i := range idx {
@@ -191,7 +200,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			// new flags should be returned with the data.
 			upd, err := s.store().UpdateFlags(s.account.Address, sel.name, []uint32{e.UID}, store.FlagsAdd, []string{string(imap.FlagSeen)})
 			if err != nil {
-				return s.bug(err)
+				return s.viewError(err)
 			}
 			if len(upd) == 1 {
 				e.Flags = upd[0].Flags
@@ -334,7 +343,16 @@ func bodySection(raw []byte, sec *imap.FetchItemBodySection) []byte {
 }
 
 // headerEnd returns the offset just past the blank line ending the header.
+// A message may have no header fields at all (RFC 5322 §2.1): it then
+// starts with the blank line, and a blank line in its body is not the end
+// of a header.
 func headerEnd(raw []byte) int {
+	if bytes.HasPrefix(raw, []byte("\r\n")) {
+		return 2
+	}
+	if bytes.HasPrefix(raw, []byte("\n")) {
+		return 1
+	}
 	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
 		return i + 4
 	}
@@ -360,7 +378,10 @@ func partial(b []byte, p *imap.SectionPartial) []byte {
 
 // Store implements imapserver.Session.
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return err
+	}
 	if sel.readOnly {
 		// go-imap does not enforce EXAMINE's read-only state (LIBRARY-NOTES.md).
 		return errReadOnly
@@ -376,7 +397,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	}[flags.Op]
 	upd, err := s.store().UpdateFlags(s.account.Address, sel.name, sel.uids(idx), op, flagStrings(flags.Flags))
 	if err != nil {
-		return s.bug(err)
+		return s.viewError(err)
 	}
 	byUID := make(map[uint32][]string, len(upd))
 	for _, e := range upd {
@@ -404,8 +425,18 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 
 // Expunge implements imapserver.Session (EXPUNGE, UID EXPUNGE, CLOSE).
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return err
+	}
 	if sel.readOnly {
+		// RFC 3501 §6.4.2: CLOSE under EXAMINE removes nothing and is no
+		// error. go-imap runs CLOSE as Expunge with a writer that has no
+		// connection (it discards, §6.4.2 sends no EXPUNGE): only that
+		// zero writer tells CLOSE from EXPUNGE, which stays refused.
+		if w == nil || *w == (imapserver.ExpungeWriter{}) {
+			return nil
+		}
 		return errReadOnly
 	}
 	var only []uint32
@@ -417,7 +448,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	}
 	removed, err := s.store().Expunge(s.account.Address, sel.name, only)
 	if err != nil {
-		return s.bug(err)
+		return s.viewError(err)
 	}
 	return sel.dropUIDs(removed, w.WriteExpunge)
 }
@@ -445,7 +476,10 @@ func (sel *selected) dropUIDs(removed []uint32, report func(uint32) error) error
 
 // Search implements imapserver.Session.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return nil, err
+	}
 	var hits []int
 	for i := range sel.entries {
 		ok, err := s.matches(i, criteria, &lazyMsg{s: s, e: &sel.entries[i]})
@@ -641,7 +675,10 @@ func headerContains(header []byte, key, value string) bool {
 
 // Copy implements imapserver.Session (RFC 4315 COPYUID in the reply).
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return nil, err
+	}
 	idx := sel.resolve(numSet)
 	if len(idx) == 0 {
 		return nil, nil
@@ -653,6 +690,14 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 		}
 		return nil, s.mailboxError(err)
 	}
+	if len(src) == 0 {
+		// Every message asked for was expunged by another session and
+		// this client has not been told yet (RFC 3501 §7.4.1): nothing
+		// was copied, and a COPYUID with empty sets cannot be written
+		// (RFC 4315 §3 needs a non-empty uid-set). RFC 5530 §3 names
+		// this case.
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: "EXPUNGEISSUED", Text: "The messages were expunged by another session"}
+	}
 	return &imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}, nil
 }
 
@@ -660,7 +705,10 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 // the sources. A crash between the two leaves a copy in both mailboxes,
 // never in neither.
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	sel := s.sel
+	sel, err := s.view()
+	if err != nil {
+		return err
+	}
 	if sel.readOnly {
 		return errReadOnly
 	}
@@ -674,11 +722,11 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 		u32[i] = uint32(u)
 	}
 	if _, err := s.store().UpdateFlags(s.account.Address, sel.name, u32, store.FlagsAdd, []string{string(imap.FlagDeleted)}); err != nil {
-		return s.bug(err)
+		return s.viewError(err)
 	}
 	removed, err := s.store().Expunge(s.account.Address, sel.name, u32)
 	if err != nil {
-		return s.bug(err)
+		return s.viewError(err)
 	}
 	if err := w.WriteCopyData(data); err != nil {
 		return err

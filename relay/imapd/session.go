@@ -14,6 +14,7 @@ import (
 	"mssrelay/configs"
 	"mssrelay/mime"
 	"mssrelay/relay/auth"
+	"mssrelay/relay/metrics"
 	"mssrelay/store"
 )
 
@@ -48,6 +49,9 @@ func (s *session) Close() error {
 // The library refuses both before TLS (InsecureAuth is false).
 func (s *session) Login(username, password string) error {
 	acct, err := s.svc.cfg.Auth.Authenticate(username, password, auth.RemoteIP(s.conn.NetConn().RemoteAddr()))
+	if err != nil {
+		s.svc.cfg.Metrics.AuthFailed(metrics.IMAP) // metrics: lockouts and bad credentials
+	}
 	if errors.Is(err, auth.ErrLockedOut) {
 		s.log.Warn("imap login refused: address locked out", "user", username)
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed logins from your address, try again later"}
@@ -157,7 +161,10 @@ func (s *session) Delete(name string) error {
 	if err := s.store().DeleteMailbox(s.account.Address, name); err != nil {
 		return s.mailboxError(err)
 	}
-	if s.sel != nil && strings.EqualFold(s.sel.name, name) {
+	// RFC 3501 does not forbid deleting the selected mailbox. go-imap
+	// still thinks it is selected: the commands that need it answer
+	// NONEXISTENT (see view) until the client selects another one.
+	if s.sel != nil && s.sel.name == canonInbox(name) {
 		s.sel = nil
 	}
 	return nil
@@ -165,7 +172,44 @@ func (s *session) Delete(name string) error {
 
 // Rename implements imapserver.Session.
 func (s *session) Rename(from, to string, _ *imap.RenameOptions) error {
-	return s.mailboxError(s.store().RenameMailbox(s.account.Address, from, to))
+	if err := s.store().RenameMailbox(s.account.Address, from, to); err != nil {
+		return s.mailboxError(err)
+	}
+	// The selected mailbox (or one of its parents) was renamed by this
+	// session: follow it, since its UIDVALIDITY and UIDs went with the
+	// name (for INBOX, its messages did: RFC 3501 §6.3.5). Otherwise
+	// every later STORE or EXPUNGE would address a name that is gone.
+	if s.sel != nil {
+		if n, ok := renamedTo(s.sel.name, canonInbox(from), canonInbox(to)); ok {
+			s.sel.name = n
+		}
+	}
+	return nil
+}
+
+// canonInbox spells INBOX, case-insensitive as the first component of a
+// name (RFC 3501 §5.1), as the store does.
+func canonInbox(name string) string {
+	first, rest, hasRest := strings.Cut(name, string(delim))
+	if !strings.EqualFold(first, "INBOX") {
+		return name
+	}
+	if hasRest {
+		return "INBOX" + string(delim) + rest
+	}
+	return "INBOX"
+}
+
+// renamedTo is the new name of mailbox after RENAME from to: mailboxes
+// below from move with it, except below INBOX (RFC 3501 §6.3.5).
+func renamedTo(mailbox, from, to string) (string, bool) {
+	if mailbox == from {
+		return to, true
+	}
+	if from != "INBOX" && strings.HasPrefix(mailbox, from+string(delim)) {
+		return to + mailbox[len(from):], true
+	}
+	return "", false
 }
 
 // Subscribe implements imapserver.Session.
@@ -184,8 +228,11 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if options == nil {
 		options = &imap.ListOptions{}
 	}
-	// RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
-	if len(patterns) == 1 && patterns[0] == "" {
+	// RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root
+	// (clients such as Thunderbird learn the delimiter this way). go-imap
+	// drops empty patterns from LIST, so LIST "" "" arrives with none;
+	// LSUB passes its pattern through.
+	if len(patterns) == 0 || (len(patterns) == 1 && patterns[0] == "") {
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: delim})
 	}
 	boxes, err := s.store().Mailboxes(s.account.Address)
@@ -403,6 +450,27 @@ func (s *session) mailboxError(err error) error {
 	default:
 		return s.bug(err)
 	}
+}
+
+// errNotSelected answers a command on a mailbox this session deleted
+// while it was selected.
+var errNotSelected = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "The selected mailbox was deleted; select another"}
+
+// view returns the selected mailbox's view, or errNotSelected.
+func (s *session) view() (*selected, error) {
+	if s.sel == nil {
+		return nil, errNotSelected
+	}
+	return s.sel, nil
+}
+
+// viewError maps a store error on the selected mailbox: when another
+// session deleted or renamed it, that is the client's news, not a bug.
+func (s *session) viewError(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "The selected mailbox was deleted or renamed"}
+	}
+	return s.bug(err)
 }
 
 // bug logs an unexpected failure (store I/O, corruption) once, here, and
