@@ -74,6 +74,7 @@ type Relay struct {
 	// server only when admin.listen is set. phase drives /readyz.
 	metrics *metrics.Metrics
 	admin   *http.Server
+	audit   *auditLog // sessions' events, written without making them wait
 	phase   atomic.Int32 // phaseStarting, phaseServing, phaseStopping
 
 	listeners []bound
@@ -138,7 +139,9 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 	// Metrics are kept even without an admin listener: a few atomic adds
 	// per message, and tools can read them through Metrics().
 	m := metrics.New(metrics.Sources{Auth: dir, Store: st})
+	audit := newAuditLog(st, log)
 	in := &intake.Intake{
+		Audit:    audit.Record,
 		Store:    st,
 		Trust:    trust,
 		Limits:   limits,
@@ -147,7 +150,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Meta:     imapd.ComputeMeta,
 		Metrics:  m,
 	}
-	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m}
+	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m, audit: audit}
 	if cfg.Admin.Listen != "" {
 		r.admin = metrics.NewServer(metrics.Handler(m, metrics.HandlerOptions{
 			Pprof: cfg.Admin.Pprof,
@@ -166,6 +169,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		ReadTimeout:     cfg.Limits.ReadTimeout.Duration,
 		WriteTimeout:    cfg.Limits.WriteTimeout.Duration,
 		Metrics:         m,
+		Audit:           audit.Record,
 	})
 	maxAppend := cfg.Limits.MaxMessageBytes
 	if maxAppend > 1<<31 {
@@ -179,6 +183,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Limits:    limits,
 		MaxAppend: uint32(maxAppend),
 		Metrics:   m,
+		Audit:     audit.Record,
 	})
 	return r, nil
 }
@@ -301,6 +306,7 @@ func (r *Relay) Addrs() map[string]string {
 func (r *Relay) Serve(ctx context.Context) error {
 	if r.listeners == nil {
 		if err := r.Listen(); err != nil {
+			r.audit.close()
 			r.store.Close()
 			return err
 		}
@@ -381,6 +387,8 @@ func (r *Relay) Serve(ctx context.Context) error {
 	r.closeListeners()
 	stopWatch()
 	wg.Wait()
+	// Sessions are gone: write their last audit events, then close.
+	r.audit.close()
 	if err := r.store.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("closing store: %w", err))
 	}

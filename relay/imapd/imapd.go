@@ -30,6 +30,9 @@ type Config struct {
 	Log       *slog.Logger
 	Limits    mime.Limits // applied to APPENDed messages before parsing
 	MaxAppend uint32      // APPENDLIMIT (RFC 7889)
+	// Audit records logins, fetches, flag changes and expunges (nil: not
+	// audited).
+	Audit func(store.AuditEvent)
 	// Metrics records sessions and failed logins (nil: none).
 	Metrics *metrics.Metrics
 }
@@ -131,9 +134,10 @@ func (s *Service) newSession(c *imapserver.Conn) (imapserver.Session, *imapserve
 	s.cfg.Metrics.SessionOpened(metrics.IMAP)
 	remote := c.NetConn().RemoteAddr().String()
 	return &session{
-		svc:  s,
-		conn: c,
-		log:  s.cfg.Log.With("proto", "imap", "remote", remote),
+		svc:    s,
+		conn:   c,
+		remote: remote,
+		log:    s.cfg.Log.With("proto", "imap", "remote", remote),
 	}, nil, nil
 }
 

@@ -3,6 +3,7 @@ package imapd
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -191,6 +192,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		return err
 	}
 	idx := sel.resolve(numSet)
+	if len(idx) > 0 && (len(options.BodySection) > 0 || len(options.BinarySection) > 0) {
+		// Who read which prescriptions: one record per FETCH of contents.
+		s.audit(store.AuditIMAPFetch, s.account.Address, fmt.Sprintf("mbox=%s uids=%s", sel.name, uidSet(sel.uids(idx))), "OK", "")
+	}
 	setSeen := !sel.readOnly && fetchSetsSeen(options)
 	for _, i := range idx {
 		e := &sel.entries[i]
@@ -399,6 +404,8 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if err != nil {
 		return s.viewError(err)
 	}
+	s.audit(store.AuditIMAPFlags, s.account.Address, fmt.Sprintf("mbox=%s uids=%s", sel.name, uidSet(sel.uids(idx))),
+		"OK", fmt.Sprintf("%s %v", [...]string{"FLAGS", "+FLAGS", "-FLAGS"}[flags.Op], flagStrings(flags.Flags)))
 	byUID := make(map[uint32][]string, len(upd))
 	for _, e := range upd {
 		byUID[e.UID] = e.Flags
@@ -449,6 +456,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	removed, err := s.store().Expunge(s.account.Address, sel.name, only)
 	if err != nil {
 		return s.viewError(err)
+	}
+	if len(removed) > 0 {
+		s.audit(store.AuditIMAPExpunge, s.account.Address, fmt.Sprintf("mbox=%s uids=%s", sel.name, uidSet(removed)), "OK", "")
 	}
 	return sel.dropUIDs(removed, w.WriteExpunge)
 }

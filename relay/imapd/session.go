@@ -27,6 +27,7 @@ const delim = '/'
 type session struct {
 	svc     *Service
 	conn    *imapserver.Conn
+	remote  string // client ip:port, for the audit trail
 	log     *slog.Logger
 	account *configs.Account
 	sel     *selected
@@ -54,10 +55,12 @@ func (s *session) Login(username, password string) error {
 	}
 	if errors.Is(err, auth.ErrLockedOut) {
 		s.log.Warn("imap login refused: address locked out", "user", username)
+		s.audit(store.AuditAuthFail, username, "proto=imap", "NO [UNAVAILABLE]", "address locked out")
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed logins from your address, try again later"}
 	}
 	if err != nil {
 		s.log.Info("imap login failed", "user", username)
+		s.audit(store.AuditAuthFail, username, "proto=imap", "NO [AUTHENTICATIONFAILED]", "")
 		return imapserver.ErrAuthFailed
 	}
 	if err := s.svc.cfg.Store.EnsureAccount(acct.Address); err != nil {
@@ -67,7 +70,16 @@ func (s *session) Login(username, password string) error {
 	s.account = acct
 	s.log = s.log.With("account", acct.Address)
 	s.log.Info("imap login ok")
+	s.audit(store.AuditAuthOK, acct.Address, "proto=imap", "OK", "")
 	return nil
+}
+
+// audit records an event (nil hook: not audited).
+func (s *session) audit(kind, actor, subject, outcome, detail string) {
+	if s.svc.cfg.Audit == nil {
+		return
+	}
+	s.svc.cfg.Audit(store.AuditEvent{Kind: kind, Actor: actor, Remote: s.remote, Subject: subject, Outcome: outcome, Detail: detail})
 }
 
 func (s *session) store() *store.Store { return s.svc.cfg.Store }

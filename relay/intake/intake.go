@@ -31,6 +31,9 @@ type Intake struct {
 	Meta func(raw []byte) []byte
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Audit records resends and refusals (nil: not audited); acceptances
+	// are committed with the filing itself.
+	Audit func(store.AuditEvent)
 	// Metrics records verification time (nil: none).
 	Metrics *metrics.Metrics
 }
@@ -61,8 +64,42 @@ func (in *Intake) now() time.Time {
 }
 
 // Accept runs the whole path on raw (the DATA as received) and files it.
-// A non-nil error is always a *Refusal.
+// A non-nil error is always a *Refusal. Every outcome is audited: an
+// acceptance in the filing's own transaction (so a 250 always has its
+// record), a resend or a refusal through the Audit hook.
 func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Result, error) {
+	var number string
+	res, err := in.accept(ctx, env, raw, &number)
+	subject := fmt.Sprintf("rx=%s size=%d", orDash(number), len(raw))
+	if err != nil {
+		ref, _ := err.(*Refusal)
+		in.audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: env.Account.Address, Remote: env.RemoteAddr,
+			Subject: subject, Outcome: ref.outcome(), Detail: ref.Message})
+		return nil, err
+	}
+	if res.Filed.Duplicate {
+		in.audit(store.AuditEvent{Kind: store.AuditSMTPDuplicate, Actor: env.Account.Address, Remote: env.RemoteAddr,
+			Subject: fmt.Sprintf("%s record=%d", subject, res.Filed.ID), Outcome: "250"})
+	}
+	return res, nil
+}
+
+func (in *Intake) audit(ev store.AuditEvent) {
+	if in.Audit != nil {
+		in.Audit(ev)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// accept is Accept without the auditing of resends and refusals; it sets
+// *number as soon as the prescription number is known.
+func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number *string) (*Result, error) {
 	if err := mime.Scan(raw, in.Limits); err != nil {
 		return nil, fromMIME(err)
 	}
@@ -100,6 +137,7 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 	if err != nil {
 		return nil, fromMIME(err)
 	}
+	*number = rx.Number
 	if r := checkPrescriber(rx, res.Signer, env.Account); r != nil {
 		return nil, r
 	}
@@ -123,6 +161,10 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 		IDNPS:      res.Signer.IDNPS,
 		PatientINS: rx.PatientINS,
 		Delivery:   rx.Delivery,
+		// The acceptance commits with the filing; the store prefixes the
+		// subject with the record id it assigns.
+		Audit: []store.AuditEvent{{Kind: store.AuditSMTPAccept, Actor: env.Account.Address, Remote: env.RemoteAddr,
+			Subject: fmt.Sprintf("rx=%s size=%d to=%s", rx.Number, len(raw), strings.Join(recipients, ",")), Outcome: "250"}},
 	}
 	if in.Meta != nil {
 		f.Meta = in.Meta(stored)

@@ -26,6 +26,15 @@ func (r *Refusal) Error() string {
 
 func (r *Refusal) Unwrap() error { return r.Err }
 
+// outcome is the reply as the audit trail records it: code, enhanced
+// code and the reason label, e.g. "554 5.7.7 sig_integrity".
+func (r *Refusal) outcome() string {
+	if r == nil {
+		return "refused"
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Reason)
+}
+
 // Temporary reports whether the sender should retry.
 func (r *Refusal) Temporary() bool { return r.Code/100 == 4 }
 

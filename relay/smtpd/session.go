@@ -19,6 +19,7 @@ import (
 	"mssrelay/relay/auth"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
+	"mssrelay/store"
 )
 
 // session is one SMTP connection's state.
@@ -78,19 +79,23 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if identity != "" && identity != username {
 			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
+			ss.audit(store.AuditAuthFail, username, errAuthFailed, "authorization identity differs")
 			return errAuthFailed
 		}
 		acct, err := ss.svc.cfg.Auth.Authenticate(username, password, auth.RemoteIP(ss.conn.Conn().RemoteAddr()))
 		if errors.Is(err, auth.ErrLockedOut) {
 			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
 			ss.log.Warn("smtp auth refused: address locked out", "user", username)
+			ss.audit(store.AuditAuthFail, username, errLockedOut, "address locked out")
 			return errLockedOut
 		}
 		if err != nil {
 			ss.svc.cfg.Metrics.AuthFailed(metrics.SMTP)
 			ss.log.Info("smtp auth failed", "user", username)
+			ss.audit(store.AuditAuthFail, username, errAuthFailed, "")
 			return errAuthFailed
 		}
+		ss.audit(store.AuditAuthOK, acct.Address, nil, "")
 		ss.mu.Lock()
 		ss.account = acct
 		ss.mu.Unlock()
@@ -108,13 +113,13 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return errAuthFirst
 	}
 	if from == "" {
-		return errNullSender
+		return ss.refuseEnvelope(errNullSender, "from=<>")
 	}
 	if !intake.SameAddress(from, ss.account.Address) {
-		return errNotYou
+		return ss.refuseEnvelope(errNotYou, "from="+from)
 	}
 	if ss.account.Role != configs.RolePrescriber {
-		return errNotPrescr
+		return ss.refuseEnvelope(errNotPrescr, "from="+from)
 	}
 	ss.mailFrom = from
 	ss.recipients = nil
@@ -134,7 +139,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	acct, ok := ss.svc.cfg.Auth.Lookup(to)
 	if !ok {
-		return errUnknownRcp
+		return ss.refuseEnvelope(errUnknownRcp, "to="+to)
 	}
 	for _, r := range ss.recipients {
 		if r == acct {
@@ -143,6 +148,30 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	ss.recipients = append(ss.recipients, acct)
 	return nil
+}
+
+// audit records a login or envelope event (nil hook: not audited). A nil
+// reply means success.
+func (ss *session) audit(kind, actor string, reply *smtp.SMTPError, detail string) {
+	if ss.svc.cfg.Audit == nil {
+		return
+	}
+	outcome := "235" // RFC 4954 §6: authentication succeeded
+	if reply != nil {
+		outcome = fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2])
+	}
+	ss.svc.cfg.Audit(store.AuditEvent{Kind: kind, Actor: actor, Remote: ss.remote, Subject: "proto=smtp", Outcome: outcome, Detail: detail})
+}
+
+// refuseEnvelope audits a MAIL or RCPT refusal and returns it; the caller
+// holds ss.mu.
+func (ss *session) refuseEnvelope(reply *smtp.SMTPError, subject string) error {
+	if ss.svc.cfg.Audit != nil {
+		ss.svc.cfg.Audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: ss.account.Address, Remote: ss.remote,
+			Subject: subject, Outcome: fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2]),
+			Detail: reply.Message})
+	}
+	return reply
 }
 
 // Data implements smtp.Session: read the message, run the intake path,

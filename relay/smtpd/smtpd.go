@@ -19,6 +19,7 @@ import (
 	"mssrelay/relay/auth"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
+	"mssrelay/store"
 )
 
 // Config is what the SMTP service needs.
@@ -32,6 +33,8 @@ type Config struct {
 	MaxRecipients   int
 	ReadTimeout     time.Duration
 	WriteTimeout    time.Duration
+	// Audit records logins and envelope refusals (nil: not audited).
+	Audit func(store.AuditEvent)
 	// Metrics records sessions, logins and DATA outcomes (nil: none).
 	Metrics *metrics.Metrics
 }
