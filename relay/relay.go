@@ -74,7 +74,7 @@ type Relay struct {
 	// server only when admin.listen is set. phase drives /readyz.
 	metrics *metrics.Metrics
 	admin   *http.Server
-	audit   *auditLog // sessions' events, written without making them wait
+	audit   *auditLog    // sessions' events, written without making them wait
 	phase   atomic.Int32 // phaseStarting, phaseServing, phaseStopping
 
 	listeners []bound
