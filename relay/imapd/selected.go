@@ -533,7 +533,20 @@ type lazyMsg struct {
 	raw []byte
 	err error
 	env *imap.Envelope
+
+	decoded            bool // decHeader and decBody computed
+	decHeader, decBody []byte
 }
+
+func (l *lazyMsg) decode(raw []byte) {
+	if !l.decoded {
+		l.decHeader, l.decBody = decodedText(raw)
+		l.decoded = true
+	}
+}
+
+func (l *lazyMsg) decodedHeader(raw []byte) []byte { l.decode(raw); return l.decHeader }
+func (l *lazyMsg) decodedBody(raw []byte) []byte   { l.decode(raw); return l.decBody }
 
 func (l *lazyMsg) bytes() ([]byte, error) {
 	if l.raw == nil && l.err == nil {
@@ -610,12 +623,12 @@ func (s *session) matches(i int, c *imap.SearchCriteria, m *lazyMsg) (bool, erro
 			}
 		}
 		for _, b := range c.Body {
-			if !containsFold(raw[he:], b) {
+			if !containsFold(raw[he:], b) && !containsFold(m.decodedBody(raw), b) {
 				return false, nil
 			}
 		}
 		for _, t := range c.Text {
-			if !containsFold(raw, t) {
+			if !containsFold(raw, t) && !containsFold(m.decodedHeader(raw), t) && !containsFold(m.decodedBody(raw), t) {
 				return false, nil
 			}
 		}
@@ -676,7 +689,8 @@ func headerContains(header []byte, key, value string) bool {
 		if !ok || !strings.EqualFold(strings.TrimSpace(name), key) {
 			continue
 		}
-		if value == "" || strings.Contains(strings.ToLower(v), strings.ToLower(value)) {
+		if value == "" || strings.Contains(strings.ToLower(v), strings.ToLower(value)) ||
+			strings.Contains(strings.ToLower(decodeWords(v)), strings.ToLower(value)) {
 			return true
 		}
 	}
@@ -711,9 +725,10 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	return &imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}, nil
 }
 
-// Move implements imapserver.SessionMove (RFC 6851): copy, then expunge
-// the sources. A crash between the two leaves a copy in both mailboxes,
-// never in neither.
+// Move implements imapserver.SessionMove (RFC 6851): the store moves the
+// entries in one transaction, so a crash leaves them in one mailbox or the
+// other, never both or neither, and a MOVE is never over quota (the
+// account holds as much after as before).
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
 	sel, err := s.view()
 	if err != nil {
@@ -722,26 +737,29 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if sel.readOnly {
 		return errReadOnly
 	}
-	data, err := s.Copy(numSet, dest)
-	if err != nil || data == nil {
-		return err
+	idx := sel.resolve(numSet)
+	if len(idx) == 0 {
+		return nil
 	}
-	src, _ := data.SourceUIDs.Nums()
-	u32 := make([]uint32, len(src))
-	for i, u := range src {
-		u32[i] = uint32(u)
-	}
-	if _, err := s.store().UpdateFlags(s.account.Address, sel.name, u32, store.FlagsAdd, []string{string(imap.FlagDeleted)}); err != nil {
-		return s.viewError(err)
-	}
-	removed, err := s.store().Expunge(s.account.Address, sel.name, u32)
+	uv, src, dst, err := s.store().Move(s.account.Address, sel.name, sel.uids(idx), dest)
 	if err != nil {
-		return s.viewError(err)
+		if errors.Is(err, store.ErrNotFound) {
+			if _, serr := s.store().Mailbox(s.account.Address, sel.name); errors.Is(serr, store.ErrNotFound) {
+				return s.viewError(serr) // the selected mailbox went away
+			}
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+		}
+		return s.mailboxError(err)
 	}
-	if err := w.WriteCopyData(data); err != nil {
+	if len(src) == 0 {
+		// As for COPY: every message asked for was expunged by another
+		// session (RFC 5530 §3 EXPUNGEISSUED).
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "EXPUNGEISSUED", Text: "The messages were expunged by another session"}
+	}
+	if err := w.WriteCopyData(&imap.CopyData{UIDValidity: uv, SourceUIDs: uidSet(src), DestUIDs: uidSet(dst)}); err != nil {
 		return err
 	}
-	return sel.dropUIDs(removed, w.WriteExpunge)
+	return sel.dropUIDs(src, w.WriteExpunge)
 }
 
 func uidSet(uids []uint32) imap.UIDSet {
