@@ -45,9 +45,9 @@ func TestDecodedText(t *testing.T) {
 	}{
 		{header, "Ordonnance électronique", true},
 		{body, "Pharmacie Générale", true}, // ISO-8859-1, quoted-printable
-		{body, "Amoxicilline", true},        // base64 FHIR JSON
-		{body, "Paracetamol", false},        // binary parts are not text
-		{raw, "Amoxicilline", false},        // only found once decoded
+		{body, "Amoxicilline", true},       // base64 FHIR JSON
+		{body, "Paracetamol", false},       // binary parts are not text
+		{raw, "Amoxicilline", false},       // only found once decoded
 	} {
 		if got := bytes.Contains(c.in, []byte(c.want)); got != c.ok {
 			t.Errorf("contains %q = %v, want %v", c.want, got, c.ok)
