@@ -15,10 +15,15 @@ type Config struct {
 	Trust    Trust     `toml:"trust"`
 	Signer   Signer    `toml:"signer"`
 	Limits   Limits    `toml:"limits"`
+	Quota    Quota     `toml:"quota"`
 	Auth     Auth      `toml:"auth"`
 	Log      Log       `toml:"log"`
 	Admin    Admin     `toml:"admin"`
+	Claim    Claim     `toml:"claim"`
 	Accounts []Account `toml:"account"`
+
+	// Retention of filed messages (retention.go).
+	Retention Retention `toml:"retention"`
 
 	// byAddress indexes Accounts by normalised address (see Account); built
 	// by Parse. A Config built by hand has none and is searched linearly.
@@ -30,6 +35,9 @@ type Server struct {
 	Hostname   string `toml:"hostname"`    // EHLO/greeting name, required
 	MailDomain string `toml:"mail_domain"` // local domain (default: hostname)
 	DataDir    string `toml:"data_dir"`    // bbolt file lives here, required
+	// ClaimAddress receives executants' claims of prescriptions
+	// (docs/claim.md); default "claim@" + MailDomain.
+	ClaimAddress string `toml:"claim_address"`
 }
 
 // TLS is the server certificate used by every listener.
@@ -89,6 +97,19 @@ type Limits struct {
 	WriteTimeout    Duration `toml:"write_timeout"`     // default 60s
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`  // drain deadline, default 15s
 	MaxConnections  int      `toml:"max_connections"`   // per listener, default 1000
+	// MaxIMAPSessionsPerAccount bounds one account's simultaneous
+	// authenticated IMAP sessions (default 20): a LOGIN beyond it gets
+	// NO [LIMIT] (RFC 5530).
+	MaxIMAPSessionsPerAccount int `toml:"max_imap_sessions_per_account"`
+}
+
+// Quota is the default per-account quota: what all of an account's
+// mailboxes may hold together. 0 means no limit. [[account]] quota_bytes
+// and quota_messages override it for one account. Filing over quota is
+// refused with SMTP 452 4.2.2, IMAP APPEND/COPY with NO [OVERQUOTA].
+type Quota struct {
+	MaxBytes    int64 `toml:"max_bytes"`    // default 0: no limit
+	MaxMessages int   `toml:"max_messages"` // default 0: no limit
 }
 
 // Auth tunes login checks shared by SMTP and IMAP.
@@ -123,6 +144,23 @@ type Admin struct {
 	Pprof       bool   `toml:"pprof"`        // serve net/http/pprof under /debug/pprof/
 }
 
+// Claim tunes claims: an executant retrieving a prescription from its
+// number and the patient's INS by writing to server.claim_address
+// (relay/claim, docs/claim.md).
+type Claim struct {
+	// MaxPerHour is how many claims one account may send in any hour,
+	// refused or not (default 60).
+	MaxPerHour int `toml:"max_per_hour"`
+	// FailureDelay holds back the answer to a claim that matched no
+	// prescription; it doubles with each such failure of the account
+	// within 15 minutes, up to 32 times (default 1s).
+	FailureDelay Duration `toml:"failure_delay"`
+	// ExecutionsAllowed is how many executions a prescription may have:
+	// a claim is refused once that many accounts have marked their copy
+	// $Dispensed (default 1: an executed prescription cannot be claimed).
+	ExecutionsAllowed int `toml:"executions_allowed"`
+}
+
 // Role is what an account may do.
 type Role string
 
@@ -138,6 +176,10 @@ type Account struct {
 	PasswordHash string `toml:"password_hash"` // bcrypt ($2a$/$2b$/$2y$, cost >= 10)
 	RPPS         string `toml:"rpps"`          // 11 digits, required for prescribers
 	Name         string `toml:"name"`          // display name, optional
+	// QuotaBytes and QuotaMessages override [quota] for this account;
+	// 0 (the default) uses [quota].
+	QuotaBytes    int64 `toml:"quota_bytes"`
+	QuotaMessages int   `toml:"quota_messages"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").

@@ -69,3 +69,25 @@ func (l Log) SlogLevel() slog.Level {
 	}
 	return slog.LevelInfo
 }
+
+// For returns the quota limits of an account (nil: an address without an
+// account, which gets the defaults): its own quota_bytes and
+// quota_messages where set, [quota] otherwise; 0 means no limit. The
+// result is what store.QuotaFunc returns.
+func (q Quota) For(a *Account) (maxBytes int64, maxMessages uint32) {
+	maxBytes, maxMessages = q.MaxBytes, uint32(q.MaxMessages)
+	if a != nil && a.QuotaBytes > 0 {
+		maxBytes = a.QuotaBytes
+	}
+	if a != nil && a.QuotaMessages > 0 {
+		maxMessages = uint32(a.QuotaMessages)
+	}
+	return maxBytes, maxMessages
+}
+
+// QuotaFor returns the quota limits of the account with this address
+// (see Quota.For).
+func (c *Config) QuotaFor(address string) (maxBytes int64, maxMessages uint32) {
+	a, _ := c.Account(address)
+	return c.Quota.For(a)
+}

@@ -39,6 +39,16 @@ const (
 	DefaultWriteTimeout    = 60 * time.Second
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 1000
+	// DefaultMaxIMAPSessionsPerAccount: a mail client opens a few
+	// connections per account (Thunderbird up to 5 by default, plus one
+	// per IDLE'd folder); a practice with several workstations on one
+	// account needs some more. 20 leaves room for that and keeps one
+	// account from taking the listener's max_connections.
+	DefaultMaxIMAPSessionsPerAccount = 20
+	// MaxQuotaBytes and MaxQuotaMessages bound the quota keys: 1 PiB,
+	// and the largest count an int holds on every platform.
+	MaxQuotaBytes    = 1 << 50
+	MaxQuotaMessages = 1<<31 - 1
 
 	DefaultAuthCacheTTL     = 5 * time.Minute
 	DefaultAuthFailureDelay = 250 * time.Millisecond
@@ -54,6 +64,17 @@ const (
 	DefaultSignerLocalPart = "postmaster"
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
+)
+
+// Claim defaults (docs/claim.md). 60 claims an hour is more than a busy
+// pharmacy serves; with the failure delay (1s doubling to 32s) an account
+// that guesses patients' INS gets at most that many tries an hour, each
+// one audited.
+const (
+	DefaultClaimLocalPart         = "claim"
+	DefaultClaimMaxPerHour        = 60
+	DefaultClaimFailureDelay      = time.Second
+	DefaultClaimExecutionsAllowed = 1
 )
 
 // MinBcryptCost is the lowest bcrypt cost accepted in password_hash: cost
@@ -89,10 +110,13 @@ func (v *validator) run() {
 	v.trust()
 	v.signer()
 	v.limits()
+	v.quota()
 	v.auth()
 	v.log()
 	v.admin()
 	v.accounts()
+	v.claim() // after accounts: the claim address must not be one
+	v.retention()
 }
 
 // has reports whether key is written in the file.
@@ -594,8 +618,35 @@ func (v *validator) limits() {
 	durationRange(v, "limits.write_timeout", &l.WriteTimeout, DefaultWriteTimeout, time.Second, time.Hour)
 	durationRange(v, "limits.shutdown_timeout", &l.ShutdownTimeout, DefaultShutdownTimeout, time.Second, 10*time.Minute)
 	intRange(v, "limits.max_connections", &l.MaxConnections, DefaultMaxConnections, 1, 100000, "")
+	intRange(v, "limits.max_imap_sessions_per_account", &l.MaxIMAPSessionsPerAccount, DefaultMaxIMAPSessionsPerAccount, 1, 10000, "")
 	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
 		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)
+	}
+}
+
+// quota checks the default quota; quotaBytes is shared with the
+// accounts' overrides.
+func (v *validator) quota() {
+	q := &v.cfg.Quota
+	v.quotaBytes("quota.max_bytes", q.MaxBytes)
+	intRange(v, "quota.max_messages", &q.MaxMessages, 0, 0, MaxQuotaMessages, " (0: no limit)")
+}
+
+// quotaBytes checks a byte quota: 0 (no limit, or for an account: use
+// [quota]) or at least one message of limits.max_message_bytes, or the
+// largest message accepted could never be filed and its sender would be
+// told to retry (452 4.2.2) forever.
+func (v *validator) quotaBytes(key string, n int64) {
+	if !v.has(key) || n == 0 {
+		return
+	}
+	if n < 0 || n > MaxQuotaBytes {
+		v.fail(key, "%d is out of range: must be 0 (no limit) or from limits.max_message_bytes to %d bytes (1 PiB)", n, int64(MaxQuotaBytes))
+		return
+	}
+	if m := v.cfg.Limits.MaxMessageBytes; m > 0 && n < m {
+		v.fail(key, "%d bytes is less than limits.max_message_bytes (%d): a message of the largest size accepted could never be filed; "+
+			"raise it, or use 0 for no limit", n, m)
 	}
 }
 
@@ -717,6 +768,9 @@ func (v *validator) accounts() {
 		if err := checkDisplayName(a.Name); err != nil {
 			v.fail(base+".name", "%v", err)
 		}
+
+		v.quotaBytes(base+".quota_bytes", a.QuotaBytes)
+		intRange(v, base+".quota_messages", &a.QuotaMessages, 0, 0, MaxQuotaMessages, " (0: use quota.max_messages)")
 	}
 }
 
@@ -835,4 +889,40 @@ func checkDisplayName(s string) error {
 		}
 	}
 	return nil
+}
+
+// claim checks the claim address and the [claim] section. The claim
+// address is not an account: mail to it is a command to the relay, and an
+// account with the same address could never receive its mail.
+func (v *validator) claim() {
+	s := &v.cfg.Server
+	if !v.has("server.claim_address") {
+		s.ClaimAddress = DefaultClaimLocalPart + "@" + s.MailDomain
+		if _, err := checkAddress(s.ClaimAddress); err != nil {
+			s.ClaimAddress = "" // a bad mail_domain was reported at its own line
+		}
+	} else if addr, err := checkAddress(s.ClaimAddress); err != nil {
+		v.fail("server.claim_address", "%q: %v", s.ClaimAddress, err)
+		s.ClaimAddress = ""
+	} else {
+		s.ClaimAddress = addr
+	}
+	if s.ClaimAddress != "" {
+		for i := range v.cfg.Accounts {
+			if !strings.EqualFold(v.cfg.Accounts[i].Address, s.ClaimAddress) {
+				continue
+			}
+			what := fmt.Sprintf("%q", s.ClaimAddress)
+			if !v.has("server.claim_address") {
+				what = fmt.Sprintf("the default claim address %q (claim@ + mail_domain)", s.ClaimAddress)
+			}
+			v.fail("server.claim_address", "%s is also the address of account[%d] (line %d): mail to it is a claim, so that account could never receive mail; "+
+				"set server.claim_address to another address or rename the account", what, i, v.at(fmt.Sprintf("account[%d].address", i)).line)
+			break
+		}
+	}
+	c := &v.cfg.Claim
+	intRange(v, "claim.max_per_hour", &c.MaxPerHour, DefaultClaimMaxPerHour, 1, 100000, "")
+	durationRange(v, "claim.failure_delay", &c.FailureDelay, DefaultClaimFailureDelay, 0, 10*time.Second)
+	intRange(v, "claim.executions_allowed", &c.ExecutionsAllowed, DefaultClaimExecutionsAllowed, 1, 1000, "")
 }

@@ -19,6 +19,7 @@ import (
 	"mssrelay/configs"
 	"mssrelay/mime"
 	"mssrelay/relay/auth"
+	"mssrelay/relay/claim"
 	"mssrelay/relay/imapd"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
@@ -118,7 +119,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("the relay's signing certificate %s: %w", cfg.Signer.Cert, err)
 		}
 	}
-	st, err := store.Open(filepath.Join(cfg.Server.DataDir, DBFile), store.Options{})
+	st, err := store.Open(filepath.Join(cfg.Server.DataDir, DBFile), store.Options{Quota: quotaPolicy(cfg)})
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +151,38 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		Meta:     imapd.ComputeMeta,
 		Metrics:  m,
 	}
+	// QR-code claims by executants (relay/claim); settings are read at
+	// start only.
+	in.Claims = claim.New(claim.Options{Config: claim.ConfigFrom(cfg), Store: st, Log: log.With("service", "claim"), Audit: audit.Record})
 	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m, audit: audit}
 	if cfg.Admin.Listen != "" {
+		// POST /backup lets `mssrelay backup` snapshot the store while the
+		// relay holds it; the token written in the data directory at each
+		// start authorises it (relay/metrics/backup.go).
+		tok, err := metrics.NewBackupToken(cfg.Server.DataDir)
+		if err != nil {
+			audit.close()
+			st.Close()
+			return nil, err
+		}
 		r.admin = metrics.NewServer(metrics.Handler(m, metrics.HandlerOptions{
 			Pprof: cfg.Admin.Pprof,
 			Ready: r.ready,
 			Log:   log.With("service", Admin),
+			Backup: &metrics.BackupOptions{
+				Snapshot: st.Backup,
+				Dir:      cfg.Server.DataDir,
+				Token:    tok,
+				Done: func(remote string, n int64, err error) {
+					ev := store.AuditEvent{Kind: store.AuditAdminPrefix + "backup", Remote: remote,
+						Subject: fmt.Sprintf("bytes=%d", n), Outcome: "ok", Detail: "via the admin endpoint"}
+					if err != nil {
+						ev.Outcome, ev.Detail = "error", err.Error()
+					}
+					audit.Record(ev)
+					log.Info("backup served", "service", Admin, "remote", remote, "bytes", n, "ok", err == nil)
+				},
+			},
 		}), log.With("service", Admin))
 	}
 	r.smtp = smtpd.New(smtpd.Config{
@@ -184,8 +211,16 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxAppend: uint32(maxAppend),
 		Metrics:   m,
 		Audit:     audit.Record,
+		// Concurrent IMAP sessions per account (NO [LIMIT] past it).
+		MaxSessionsPerAccount: cfg.Limits.MaxIMAPSessionsPerAccount,
 	})
 	return r, nil
+}
+
+// quotaPolicy is the store's quota policy for a configuration: the
+// account's own quota_bytes/quota_messages, else [quota].
+func quotaPolicy(cfg *configs.Config) store.QuotaFunc {
+	return func(account string) (int64, uint32) { return cfg.QuotaFor(account) }
 }
 
 // Metrics returns the relay's metrics (served on the admin listener when
@@ -345,6 +380,18 @@ func (r *Relay) Serve(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		r.watchTrust(watchCtx, r.cfg.Trust.ReloadInterval.Duration)
+	}()
+
+	// Retention: purge records past retention.records now and every
+	// retention.purge_interval; stopped with the trust watcher, before
+	// the store closes.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = r.store.RunRetention(watchCtx, store.RetentionPolicy{
+			Cutoff:   r.cfg.Retention.Records.Before,
+			Interval: r.cfg.Retention.PurgeInterval.Duration,
+		}, r.log.With("service", "retention"))
 	}()
 
 	// Every listener is bound and the store is open: ready for traffic.

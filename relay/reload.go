@@ -16,7 +16,7 @@ import (
 // that does not load is refused and logged; the running configuration
 // stays. Changes that need new sockets or a new store (listeners, data
 // directory, lists of trust files, limits) are reported as needing a
-// restart.
+// restart. Quotas apply at once.
 func (r *Relay) Reload() error {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
@@ -39,6 +39,7 @@ func (r *Relay) Reload() error {
 		r.log.Error("trust material not reloaded, the previous stays", "err", err)
 	}
 	r.auth.Replace(cfg)
+	r.store.SetQuota(quotaPolicy(cfg)) // [quota] and per-account quotas apply at once
 	for _, what := range needsRestart(r.cfg, cfg) {
 		r.log.Warn("changed setting needs a restart to apply", "setting", what)
 	}
@@ -60,6 +61,9 @@ func needsRestart(old, cur *configs.Config) []string {
 	check("limits", old.Limits, cur.Limits)
 	check("auth", old.Auth, cur.Auth)
 	check("admin", old.Admin, cur.Admin)
+	check("retention", old.Retention, cur.Retention)
+	check("claim", old.Claim, cur.Claim)
+	check("server.claim_address", old.Server.ClaimAddress, cur.Server.ClaimAddress)
 	check("log", old.Log, cur.Log)
 	check("tls.min_version", old.TLS.MinVersion, cur.TLS.MinVersion)
 	check("trust (list of files)", old.Trust, cur.Trust)

@@ -27,6 +27,9 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Quota is the per-account quota policy (nil: no quota); see
+	// QuotaFunc and Store.SetQuota.
+	Quota QuotaFunc
 }
 
 // Filing is one accepted message, ready to be filed.

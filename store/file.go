@@ -171,6 +171,14 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 			out = &Filed{ID: id, Duplicate: true}
 			return nil
 		}
+		// Every recipient's quota before anything is written: one
+		// recipient over quota refuses the whole filing, so that the
+		// sender's retry (452 4.2.2 is transient) cannot file twice.
+		for _, r := range recips {
+			if err := s.checkQuotaTx(w.tx, r, 1, int64(len(f.Raw))); err != nil {
+				return err
+			}
+		}
 		w.mark()
 		received := f.Received
 		if received.IsZero() {

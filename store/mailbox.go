@@ -27,6 +27,10 @@ type box struct {
 	b       *bbolt.Bucket
 	entries *bbolt.Bucket
 	info    boxInfo
+	// ab and saved let save keep the account's usage in step with the
+	// mailbox's counters (quota.go): saved is the info as last stored.
+	ab    *bbolt.Bucket
+	saved boxInfo
 }
 
 func accountBucket(tx *bbolt.Tx, account string) *bbolt.Bucket {
@@ -59,10 +63,16 @@ func openBox(ab *bbolt.Bucket, name string) (*box, error) {
 	if entries == nil {
 		return nil, fmt.Errorf("store: mailbox %q: %w: no entries bucket", name, errCorrupt)
 	}
-	return &box{name: name, id: id, b: b, entries: entries, info: info}, nil
+	return &box{name: name, id: id, b: b, entries: entries, info: info, ab: ab, saved: info}, nil
 }
 
 func (bx *box) save() error {
+	// Account usage first: a usage record not yet written is computed
+	// from the stored infos, which must not hold this change yet.
+	if err := addUsage(bx.ab, int64(bx.info.Messages)-int64(bx.saved.Messages), bx.info.Size-bx.saved.Size); err != nil {
+		return fmt.Errorf("store: mailbox %q: %w", bx.name, err)
+	}
+	bx.saved = bx.info
 	if err := bx.b.Put(keyInfo, encodeInfo(&bx.info)); err != nil {
 		return fmt.Errorf("store: mailbox %q: write info: %w", bx.name, err)
 	}
@@ -162,7 +172,7 @@ func createBox(w *wtx, account string, ab *bbolt.Bucket, name, use string, subsc
 	if err != nil {
 		return nil, fmt.Errorf("store: create mailbox %q: %w", name, err)
 	}
-	bx := &box{name: name, id: id, b: b, entries: entries, info: boxInfo{
+	bx := &box{name: name, id: id, b: b, entries: entries, ab: ab, info: boxInfo{
 		UIDValidity: uv, UIDNext: 1, Subscribed: subscribed, SpecialUse: use, ModSeq: 1,
 	}}
 	if err := bx.save(); err != nil {
@@ -565,6 +575,9 @@ func (s *Store) Append(account, mailbox string, raw []byte, flags []string, date
 		if err != nil {
 			return err
 		}
+		if err := s.checkQuotaTx(w.tx, account, 1, int64(len(raw))); err != nil {
+			return err
+		}
 		w.mark()
 		when := date
 		if when.IsZero() {
@@ -640,6 +653,13 @@ func (s *Store) Copy(account, mailbox string, uids []uint32, dest string) (uidVa
 		if len(evs) == 0 {
 			return nil
 		}
+		var bytes int64
+		for i := range evs {
+			bytes += evs[i].Size
+		}
+		if err := s.checkQuotaTx(w.tx, account, uint64(len(evs)), bytes); err != nil {
+			return err
+		}
 		w.mark()
 		for i := range evs {
 			uid, err := to.addEntry(&evs[i])
@@ -652,6 +672,93 @@ func (s *Store) Copy(account, mailbox string, uids []uint32, dest string) (uidVa
 			return err
 		}
 		w.changed(account, dn)
+		return nil
+	})
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return uidValidity, src, dst, nil
+}
+
+// Move moves entries to dest in one transaction (RFC 6851 MOVE), keeping
+// flags and internal date: each gets a new UID in dest and leaves mailbox,
+// whatever its flags. Returns dest's UIDVALIDITY and the source and
+// destination UIDs in order (COPYUID); missing source UIDs are skipped.
+// The account's usage does not change, so a MOVE is never over quota: an
+// account at its quota can still move messages to Trash.
+func (s *Store) Move(account, mailbox string, uids []uint32, dest string) (uidValidity uint32, src, dst []uint32, err error) {
+	n, err := lookupName(mailbox)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	dn, err := lookupName(dest)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	su, err := sortedUIDs(uids)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	err = s.write(0, func(w *wtx) error {
+		uidValidity, src, dst = 0, src[:0], dst[:0]
+		ab, err := openAccount(w.tx, account)
+		if err != nil {
+			return err
+		}
+		from, err := openBox(ab, n)
+		if err != nil {
+			return err
+		}
+		to := from // MOVE into the same mailbox renumbers: one view of it
+		if dn != n {
+			if to, err = openBox(ab, dn); err != nil {
+				return err
+			}
+		}
+		uidValidity = to.info.UIDValidity
+		var evs []entryVal
+		for _, uid := range su {
+			ev, ok, err := from.getEntry(uid)
+			if err != nil {
+				return err
+			}
+			if ok {
+				src = append(src, uid)
+				evs = append(evs, ev)
+			}
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		w.mark()
+		for i := range evs {
+			uid, err := to.addEntry(&evs[i])
+			if err != nil {
+				return err
+			}
+			dst = append(dst, uid)
+		}
+		for i, uid := range src {
+			if err := from.entries.Delete(be32(uid)); err != nil {
+				return fmt.Errorf("store: mailbox %q: delete entry: %w", n, err)
+			}
+			from.info.Messages--
+			from.info.Size -= evs[i].Size
+			if !hasFlag(evs[i].Flags, flagSeen) {
+				from.info.Unseen--
+			}
+		}
+		from.info.ModSeq++
+		if err := from.save(); err != nil {
+			return err
+		}
+		w.changed(account, n)
+		if to != from {
+			if err := to.save(); err != nil {
+				return err
+			}
+			w.changed(account, dn)
+		}
 		return nil
 	})
 	if err != nil {
@@ -711,6 +818,11 @@ func (s *Store) DeleteMailbox(account, name string) error {
 			return err
 		}
 		w.mark()
+		// The entries go with the mailbox: so does their share of the
+		// account's usage (quota.go).
+		if err := addUsage(ab, -int64(bx.saved.Messages), -bx.saved.Size); err != nil {
+			return err
+		}
 		if err := ab.Bucket(bucketNames).Delete([]byte(n)); err != nil {
 			return fmt.Errorf("store: delete mailbox %q: %w", n, err)
 		}

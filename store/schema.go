@@ -68,20 +68,18 @@ const formatV1 = 1
 // errCorrupt marks a stored value this package cannot decode.
 var errCorrupt = errors.New("store: corrupt value")
 
-// initSchema creates the buckets of a new database and refuses a database
-// written by a newer layout.
+// initSchema creates the buckets of a new database, upgrades an older
+// layout and refuses a database written by a newer one.
 func initSchema(tx *bbolt.Tx, path string) error {
-	if mb := tx.Bucket(bucketMeta); mb != nil {
-		v := mb.Get(keySchema)
-		if len(v) != 4 {
-			return fmt.Errorf("store: %s: meta bucket without a valid schema version", path)
-		}
-		ver := binary.BigEndian.Uint32(v)
-		if ver > SchemaVersion {
-			return fmt.Errorf("store: %s has schema version %d, this mssrelay understands up to %d: run a newer mssrelay", path, ver, SchemaVersion)
-		}
-		if ver < 1 {
-			return fmt.Errorf("store: %s: invalid schema version %d", path, ver)
+	// An existing database is upgraded first, in this transaction
+	// (migrate.go); a newer or unknown version is refused.
+	ver, exists, err := schemaVersion(tx, path)
+	if err != nil {
+		return err
+	}
+	if exists {
+		if err := upgrade(tx, path, ver, SchemaVersion, upgrades[:]); err != nil {
+			return err
 		}
 	}
 	for _, name := range topBuckets {

@@ -65,6 +65,8 @@ type Store struct {
 
 	commits, filings, duplicates, writes atomic.Uint64
 
+	quota atomic.Pointer[QuotaFunc] // per-account quota policy (quota.go); nil: none
+
 	wmu      sync.Mutex
 	watchers map[string]map[*watcher]struct{}
 }
@@ -113,6 +115,7 @@ func Open(path string, opts Options) (*Store, error) {
 		watchers: make(map[string]map[*watcher]struct{}),
 	}
 	s.idle = sync.NewCond(&s.mu)
+	s.SetQuota(opts.Quota)
 	s.durableTx.Store(int64(txid))
 	return s, nil
 }

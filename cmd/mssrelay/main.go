@@ -21,9 +21,15 @@ Usage:
   mssrelay hash-password                         read a password on stdin, print its bcrypt hash
   mssrelay demo send  [-data DIR] [-to ADDR]     sign and submit a sample prescription as the demo prescriber
   mssrelay demo fetch [-data DIR] [-user ADDR]   read the demo pharmacy's INBOX and verify each signature
+  mssrelay demo claim [-data DIR] [-number N]    claim the newest prescription as the second demo pharmacy
   mssrelay rx show [-content] NUMBER             what was filed under a prescription number (relay stopped)
   mssrelay audit verify [-data DIR]              check the audit trail's hash chain (relay stopped)
   mssrelay audit export [-since T] [-o FILE]     audit records as JSON lines (relay stopped)
+  mssrelay backup FILE                           consistent snapshot of the store, relay running or not
+  mssrelay restore FILE                          replace the store with a backup; new UIDVALIDITYs (relay stopped)
+  mssrelay compact [-o NEWFILE] [-no-backup]     rewrite the store without free space (relay stopped)
+  mssrelay mailbox list ACCOUNT                  an account's folders: counts, size, UIDVALIDITY, UIDNEXT (relay stopped)
+  mssrelay mailbox show ACCOUNT [FOLDER]         a folder's entries: UID, flags, date, size, record, number (relay stopped)
   mssrelay bench [-data DIR] [-n N] [-c C] [-per-conn K] [-rate R] [-plain] [-json]
                                                  load-test a running relay (see docs/PERFORMANCE.md)
   mssrelay version                               print the version
@@ -60,6 +66,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdBench(ctx, args, stdout)
 	case "audit":
 		err = cmdAudit(args, stdout)
+	case "backup":
+		err = cmdBackup(ctx, args, stdout)
+	case "compact":
+		err = cmdCompact(args, stdout)
+	case "restore":
+		err = cmdRestore(args, stdout)
+	case "mailbox":
+		err = cmdMailbox(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "mssrelay", version)
 	case "help", "-h", "--help":

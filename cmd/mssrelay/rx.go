@@ -79,6 +79,16 @@ func cmdRx(args []string, stdout io.Writer) error {
 	for _, r := range rec.Recipients {
 		fmt.Fprintf(stdout, "  delivered   INBOX of %s\n", r)
 	}
+	// Claims (docs/claim.md): executants that retrieved it from its number
+	// and the patient's INS. Refused claims are in the audit trail
+	// (`mssrelay audit export`, kind smtp.claim).
+	claims, err := st.Claims(rec.ID)
+	if err != nil {
+		return err
+	}
+	for _, c := range claims {
+		fmt.Fprintf(stdout, "  claimed     INBOX of %s, %s (UID %d)\n", c.Account, c.Time.UTC().Format(time.RFC3339), c.UID)
+	}
 	if !*content {
 		return nil
 	}

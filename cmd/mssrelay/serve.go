@@ -102,6 +102,7 @@ Accounts (passwords are in %s):
 Next, in another terminal:
   go run ./cmd/mssrelay demo send     # sign and submit a prescription as the prescriber
   go run ./cmd/mssrelay demo fetch    # read the pharmacy's INBOX over IMAP and verify it
+  go run ./cmd/mssrelay demo claim    # the second pharmacy claims it by number + INS
 
 A mail client (Thunderbird, mutt) can read the pharmacy's mailbox: IMAP server
 127.0.0.1 port %s, SSL/TLS, normal password, the address as user name; import

@@ -237,7 +237,9 @@ func create(dir string, ports Ports) (*Info, error) {
 		return nil, err
 	}
 	cfg, err := configs.RenderDemo(configs.DemoParams{
-		Hostname: "localhost", DataDir: ".",
+		// The mail domain of the accounts: the claim address defaults to
+		// claim@ it.
+		Hostname: "localhost", MailDomain: Domain, DataDir: ".",
 		Cert: p("server.pem"), Key: p("server-key.pem"),
 		Anchors: []string{info.RootCA}, Intermediates: []string{info.Intermediate}, CRLs: info.CRLs,
 		SignerCert: info.SignerCert, SignerKey: info.SignerKey, SignerAddress: info.SignerAddress,
@@ -289,6 +291,24 @@ func (i *Info) SubmitOptions() (submit.Options, error) {
 		return submit.Options{}, err
 	}
 	return submit.Options{Addr: i.Submission, TLS: t, User: i.Prescriber.Address, Password: i.Prescriber.Password}, nil
+}
+
+// SubmitOptionsAs are the submission settings of another demo account
+// (an executant sending a claim).
+func (i *Info) SubmitOptionsAs(u User) (submit.Options, error) {
+	o, err := i.SubmitOptions()
+	o.User, o.Password = u.Address, u.Password
+	return o, err
+}
+
+// ClaimAddress reads the claim address from the demo's configuration
+// (server.claim_address; a demo made before it existed has claim@localhost).
+func (i *Info) ClaimAddress() (string, error) {
+	cfg, err := configs.Load(i.Path(i.Config))
+	if err != nil {
+		return "", err
+	}
+	return cfg.Server.ClaimAddress, nil
 }
 
 // SamplePrescription is the demo's prescription with a fresh number.

@@ -35,6 +35,10 @@ type Config struct {
 	Audit func(store.AuditEvent)
 	// Metrics records sessions and failed logins (nil: none).
 	Metrics *metrics.Metrics
+	// MaxSessionsPerAccount bounds one account's simultaneous logged-in
+	// sessions over every listener of the service; a LOGIN beyond it gets
+	// NO [LIMIT] (RFC 5530). 0: no limit.
+	MaxSessionsPerAccount int
 }
 
 // caps lists what the backend really implements. Advertising a capability
@@ -63,11 +67,14 @@ type Service struct {
 	servers  []*imapserver.Server
 	conns    map[*imapserver.Conn]struct{}
 	draining bool
+	// logins counts the logged-in sessions of each account (acquire,
+	// release); an account with none has no key.
+	logins map[string]int
 }
 
 // New returns a service; call Serve for each listener.
 func New(cfg Config) *Service {
-	return &Service{cfg: cfg, conns: make(map[*imapserver.Conn]struct{})}
+	return &Service{cfg: cfg, conns: make(map[*imapserver.Conn]struct{}), logins: make(map[string]int)}
 }
 
 // Serve runs one listener until Shutdown. implicitTLS wraps the listener
@@ -150,6 +157,38 @@ func (s *Service) forget(c *imapserver.Conn) {
 	if open {
 		s.cfg.Metrics.SessionClosed(metrics.IMAP)
 	}
+}
+
+// acquire counts a new logged-in session of account, unless the account
+// already has MaxSessionsPerAccount of them. The count is taken at login,
+// not at connect: before LOGIN nobody knows the account, and counting
+// failed attempts would let a stranger lock a pharmacy out.
+func (s *Service) acquire(account string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit := s.cfg.MaxSessionsPerAccount; limit > 0 && s.logins[account] >= limit {
+		return false
+	}
+	s.logins[account]++
+	return true
+}
+
+// release uncounts a session acquire counted.
+func (s *Service) release(account string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.logins[account]; n > 1 {
+		s.logins[account] = n - 1
+	} else {
+		delete(s.logins, account)
+	}
+}
+
+// Sessions returns the number of logged-in sessions of account.
+func (s *Service) Sessions(account string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logins[account]
 }
 
 type logAdapter struct{ log *slog.Logger }

@@ -185,6 +185,17 @@ func (sel *selected) uids(idx []int) []uint32 {
 	return out
 }
 
+// recordError answers a FETCH whose record is gone: the retention purge
+// removed it while this session's view still listed the entry (expunges
+// are held back during FETCH, RFC 3501 §7.4.1). That is not a server bug:
+// RFC 5530 §3 EXPUNGEISSUED tells the client to expect the EXPUNGE.
+func (s *session) recordError(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "EXPUNGEISSUED", Text: "Message was removed (retention period over)"}
+	}
+	return s.bug(err)
+}
+
 // Fetch implements imapserver.Session.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	sel, err := s.view()
@@ -257,7 +268,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 		if !ok {
 			b, err := loadRaw()
 			if err != nil {
-				return s.bug(err)
+				return s.recordError(err)
 			}
 			env, bs, _ = decodeMeta(ComputeMeta(b))
 		}
@@ -287,7 +298,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BodySection {
 		b, err := loadRaw()
 		if err != nil {
-			return s.bug(err)
+			return s.recordError(err)
 		}
 		if err := writeLiteral(m.WriteBodySection(sec, int64(len(bodySection(b, sec)))), bodySection(b, sec)); err != nil {
 			return err
@@ -296,7 +307,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BinarySection {
 		b, err := loadRaw()
 		if err != nil {
-			return s.bug(err)
+			return s.recordError(err)
 		}
 		data := imapserver.ExtractBinarySection(bytes.NewReader(b), sec)
 		if err := writeLiteral(m.WriteBinarySection(sec, int64(len(data))), data); err != nil {
@@ -306,7 +317,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, e *store.Entry
 	for _, sec := range o.BinarySectionSize {
 		b, err := loadRaw()
 		if err != nil {
-			return s.bug(err)
+			return s.recordError(err)
 		}
 		m.WriteBinarySectionSize(sec, imapserver.ExtractBinarySectionSize(bytes.NewReader(b), sec))
 	}

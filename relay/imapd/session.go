@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sort"
@@ -31,6 +32,9 @@ type session struct {
 	log     *slog.Logger
 	account *configs.Account
 	sel     *selected
+	// counted: this session holds one of its account's session slots
+	// (Service.acquire), released by Close.
+	counted bool
 }
 
 var (
@@ -42,6 +46,12 @@ var (
 
 // Close implements imapserver.Session.
 func (s *session) Close() error {
+	// go-imap calls Close once, when the connection ends for any reason
+	// (LOGOUT, a dropped connection, a timeout, shutdown).
+	if s.counted {
+		s.svc.release(s.account.Address)
+		s.counted = false
+	}
 	s.svc.forget(s.conn)
 	return nil
 }
@@ -63,10 +73,21 @@ func (s *session) Login(username, password string) error {
 		s.audit(store.AuditAuthFail, username, "proto=imap", "NO [AUTHENTICATIONFAILED]", "")
 		return imapserver.ErrAuthFailed
 	}
+	// Right credentials, but the account has all the sessions it may
+	// have: RFC 5530 §3 LIMIT ("too many sessions"). Checked after the
+	// password, so that only the account's owner learns of it.
+	if !s.svc.acquire(acct.Address) {
+		s.log.Warn("imap login refused: too many sessions for the account", "user", acct.Address, "limit", s.svc.cfg.MaxSessionsPerAccount)
+		s.audit(store.AuditAuthFail, acct.Address, "proto=imap", "NO [LIMIT]", "too many sessions")
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+			Text: fmt.Sprintf("Too many sessions for this account (at most %d): close another mail client or try again later", s.svc.cfg.MaxSessionsPerAccount)}
+	}
 	if err := s.svc.cfg.Store.EnsureAccount(acct.Address); err != nil {
+		s.svc.release(acct.Address)
 		s.log.Error("imap ensure account", "err", err)
 		return s.bug(err)
 	}
+	s.counted = true
 	s.account = acct
 	s.log = s.log.With("account", acct.Address)
 	s.log.Info("imap login ok")
@@ -459,6 +480,10 @@ func (s *session) mailboxError(err error) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Invalid mailbox name"}
 	case errors.Is(err, store.ErrMailboxInUse):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "This mailbox cannot be deleted"}
+	case errors.Is(err, store.ErrOverQuota):
+		// RFC 9208 §4.3 / RFC 5530 §3: APPEND or COPY would pass the
+		// account's quota; nothing was added.
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota, Text: "Mailbox quota exceeded: expunge messages to make room"}
 	default:
 		return s.bug(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"mssrelay/configs"
 	"mssrelay/mime"
+	"mssrelay/relay/claim"
 	"mssrelay/relay/metrics"
 	"mssrelay/signing"
 	"mssrelay/store"
@@ -36,6 +37,9 @@ type Intake struct {
 	Audit func(store.AuditEvent)
 	// Metrics records verification time (nil: none).
 	Metrics *metrics.Metrics
+	// Claims answers messages to the claim address instead of this path
+	// (nil: no claim address; executants cannot submit at all).
+	Claims *claim.Service
 }
 
 // Envelope is what the SMTP session knows about a transaction.

@@ -107,6 +107,17 @@ func fromStore(err error) *Refusal {
 		return refuse(554, [3]int{5, 7, 1}, "replay",
 			"A prescription with this number (or Message-ID) was already filed with different content", err)
 	}
+	// RFC 3463 X.2.2 mailbox full, transient (4.2.2): the sender keeps
+	// the message and retries; nothing was filed for any recipient. The
+	// recipient is named: the sender wrote the address, and with several
+	// recipients it tells which one to call.
+	var qe *store.QuotaError
+	if errors.As(err, &qe) {
+		return refuse(452, [3]int{4, 2, 2}, "over_quota", "Mailbox full: "+qe.Account+", try again later", err)
+	}
+	if errors.Is(err, store.ErrOverQuota) {
+		return refuse(452, [3]int{4, 2, 2}, "over_quota", "Mailbox full, try again later", err)
+	}
 	// RFC 3463 X.3.0: mail system, other; transient so nothing is lost.
 	return refuse(451, [3]int{4, 3, 0}, "store_error", "Temporary storage failure, try again later", err)
 }

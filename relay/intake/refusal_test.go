@@ -73,6 +73,14 @@ func TestStructuralReplies(t *testing.T) {
 	if r := fromStore(fmt.Errorf("x: %w", store.ErrReplay)); r.Code != 554 || r.Enhanced != [3]int{5, 7, 1} {
 		t.Errorf("replay: %v", r)
 	}
+	// A full mailbox is transient (RFC 3463 X.2.2) and names the recipient.
+	over := fmt.Errorf("file: %w", &store.QuotaError{Account: "pharma@example.org", MaxMessages: 1, Messages: 1, AddMessages: 1})
+	if r := fromStore(over); r.Code != 452 || r.Enhanced != [3]int{4, 2, 2} || !strings.Contains(r.Message, "pharma@example.org") {
+		t.Errorf("over quota: %v", r)
+	}
+	if r := fromStore(fmt.Errorf("x: %w", store.ErrOverQuota)); r.Code != 452 || r.Enhanced != [3]int{4, 2, 2} {
+		t.Errorf("bare over quota: %v", r)
+	}
 	// Anything else from the store is transient: the message was not filed
 	// and the sender must retry, never be told it failed for good.
 	if r := fromStore(errors.New("disk full")); !r.Temporary() {

@@ -22,6 +22,10 @@ type HandlerOptions struct {
 	Ready func() error
 	// Log receives errors met while gathering metrics (none when nil).
 	Log *slog.Logger
+	// Backup, when set and complete, serves POST /backup (backup.go):
+	// a snapshot of the store for `mssrelay backup`, to loopback clients
+	// holding the token only.
+	Backup *BackupOptions
 }
 
 // scrapeTimeout bounds one gathering of the metrics; Prometheus' own
@@ -34,6 +38,8 @@ const scrapeTimeout = 10 * time.Second
 //	GET /healthz        200 "ok" while the process serves HTTP (liveness)
 //	GET /readyz         200 "ok" when opts.Ready returns nil, else 503 and the reason
 //	    /debug/pprof/   Go profiles, only with opts.Pprof (404 otherwise)
+//	POST /backup        a snapshot of the store, only with opts.Backup (404
+//	                    otherwise), for loopback clients with the token
 //
 // A nil m serves an empty registry. The handler has no authentication: it
 // is meant for a loopback or otherwise firewalled address (admin.listen).
@@ -75,10 +81,16 @@ func Handler(m *Metrics, opts HandlerOptions) http.Handler {
 		if opts.Pprof {
 			index += "/debug/pprof/\n"
 		}
+		if backupEnabled(opts.Backup) {
+			index += "/backup (POST, token)\n"
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		fmt.Fprint(w, index)
 	})
+	if backupEnabled(opts.Backup) {
+		mux.Handle("POST /backup", &backupHandler{opts: *opts.Backup, log: opts.Log})
+	}
 	if opts.Pprof {
 		// Mounted on this mux explicitly: importing net/http/pprof also
 		// registers on http.DefaultServeMux, which the relay never serves.

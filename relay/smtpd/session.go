@@ -17,6 +17,7 @@ import (
 
 	"mssrelay/configs"
 	"mssrelay/relay/auth"
+	"mssrelay/relay/claim"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
 	"mssrelay/store"
@@ -39,6 +40,9 @@ type session struct {
 	mailFrom   string
 	recipients []*configs.Account
 	inData     bool
+	// claim marks a transaction to the claim address (relay/claim): its
+	// DATA is a claim, answered and never filed as mail.
+	claim bool
 }
 
 func (ss *session) busy() bool {
@@ -65,6 +69,11 @@ var (
 	errTooLarge   = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
 	errReadFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message data, try again"}
 )
+
+// errMailboxFull refuses one recipient over quota at RCPT: RFC 3463 X.2.2
+// mailbox full, transient, so the sender retries later (RFC 5321
+// §4.5.3.1.10 lets a server refuse a single recipient with 452).
+var errMailboxFull = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full, try again later"}
 
 // AuthMechanisms implements smtp.AuthSession. Only PLAIN: with TLS required
 // it is as safe as any challenge scheme and every client supports it.
@@ -118,11 +127,13 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	if !intake.SameAddress(from, ss.account.Address) {
 		return ss.refuseEnvelope(errNotYou, "from="+from)
 	}
-	if ss.account.Role != configs.RolePrescriber {
+	// An executant may only claim: its MAIL goes on and RCPT decides.
+	if ss.account.Role != configs.RolePrescriber && (ss.claims() == nil || ss.account.Role != configs.RoleExecutant) {
 		return ss.refuseEnvelope(errNotPrescr, "from="+from)
 	}
 	ss.mailFrom = from
 	ss.recipients = nil
+	ss.claim = false
 	return nil
 }
 
@@ -137,6 +148,17 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if ss.mailFrom == "" {
 		return errNoMail
 	}
+	if c := ss.claims(); c != nil && c.IsClaimAddress(to) {
+		if r := c.CheckSender(ss.account, ss.remote); r != nil {
+			return claimError(r) // a prescriber: audited as a refused claim
+		}
+		ss.claim = true
+		return nil
+	}
+	if ss.account.Role != configs.RolePrescriber {
+		// An executant past MAIL: the claim address is all it may write to.
+		return ss.refuseEnvelope(errNotPrescr, "to="+to)
+	}
 	acct, ok := ss.svc.cfg.Auth.Lookup(to)
 	if !ok {
 		return ss.refuseEnvelope(errUnknownRcp, "to="+to)
@@ -145,6 +167,14 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		if r == acct {
 			return nil
 		}
+	}
+	// Quota pre-check (store/quota.go): refuse a full mailbox now, for
+	// this recipient only (RFC 5321 §4.5.3.1.10, 452 4.2.2), rather than
+	// the whole message after DATA. A read only: store.File checks again
+	// in its transaction, and that check decides. A store error here is
+	// left for the filing to report.
+	if err := ss.svc.cfg.Intake.Store.CheckQuota(acct.Address, 1); errors.Is(err, store.ErrOverQuota) {
+		return ss.refuseEnvelope(errMailboxFull, "to="+to)
 	}
 	ss.recipients = append(ss.recipients, acct)
 	return nil
@@ -177,6 +207,12 @@ func (ss *session) refuseEnvelope(reply *smtp.SMTPError, subject string) error {
 // Data implements smtp.Session: read the message, run the intake path,
 // reply 250 only once the message is durably filed.
 func (ss *session) Data(r io.Reader) error {
+	ss.mu.Lock()
+	claimTx := ss.claim
+	ss.mu.Unlock()
+	if claimTx {
+		return ss.claimData(r)
+	}
 	// metrics: time from DATA to our reply, and how it ended; each refusal
 	// path below sets reason (intake's Refusal.Reason or a label of ours).
 	start, outcome, reason := time.Now(), metrics.Refused, "no_transaction"
@@ -260,7 +296,56 @@ func (ss *session) Reset() {
 	ss.mu.Lock()
 	ss.mailFrom = ""
 	ss.recipients = nil
+	ss.claim = false
 	ss.mu.Unlock()
+}
+
+// claims is the claim service (nil: no claim address).
+func (ss *session) claims() *claim.Service {
+	if ss.svc.cfg.Intake == nil {
+		return nil
+	}
+	return ss.svc.cfg.Intake.Claims
+}
+
+// claimData answers a claim (relay/claim). The claim message is read (at
+// most claim.MaxMessageBytes), checked and answered; it is never filed as
+// mail. A refusal that must be held back (a failed guess) waits after the
+// transaction is over, so that a shutdown does not wait for it.
+func (ss *session) claimData(r io.Reader) error {
+	ss.mu.Lock()
+	acct, mailFrom := ss.account, ss.mailFrom
+	ss.mu.Unlock()
+	if acct == nil {
+		return errAuthFirst
+	}
+	if mailFrom == "" {
+		return errNoMail
+	}
+	c := ss.claims()
+	if !ss.svc.beginData(ss) {
+		return errShutdown
+	}
+	var reply *claim.Reply
+	raw, err := readAll(r, claim.MaxMessageBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		reply = c.TooLarge(acct, ss.remote)
+	case err == nil:
+		reply = c.Claim(context.Background(), claim.Request{Account: acct, Remote: ss.remote, Raw: raw})
+	}
+	ss.svc.endData(ss)
+	if reply == nil {
+		return err
+	}
+	c.Hold(reply)
+	return claimError(reply)
+}
+
+// claimError turns a claim's reply into the bare *smtp.SMTPError go-smtp
+// needs (250 included: it carries our text).
+func claimError(r *claim.Reply) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode{r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]}, Message: r.Message}
 }
 
 // Logout implements smtp.Session.
