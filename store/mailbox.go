@@ -610,74 +610,9 @@ func (s *Store) Append(account, mailbox string, raw []byte, flags []string, date
 // Copy adds entries pointing at the same records to dest, keeping flags
 // and internal date (RFC 3501 §6.4.7); returns dest's UIDVALIDITY and the
 // source and destination UIDs in order (for COPYUID, RFC 4315 §3). Missing
-// source UIDs are skipped.
+// source UIDs are skipped. The copies count against the account's quota.
 func (s *Store) Copy(account, mailbox string, uids []uint32, dest string) (uidValidity uint32, src, dst []uint32, err error) {
-	n, err := lookupName(mailbox)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	dn, err := lookupName(dest)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	su, err := sortedUIDs(uids)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	err = s.write(0, func(w *wtx) error {
-		uidValidity, src, dst = 0, src[:0], dst[:0]
-		ab, err := openAccount(w.tx, account)
-		if err != nil {
-			return err
-		}
-		from, err := openBox(ab, n)
-		if err != nil {
-			return err
-		}
-		to, err := openBox(ab, dn)
-		if err != nil {
-			return err
-		}
-		uidValidity = to.info.UIDValidity
-		var evs []entryVal
-		for _, uid := range su {
-			ev, ok, err := from.getEntry(uid)
-			if err != nil {
-				return err
-			}
-			if ok {
-				src = append(src, uid)
-				evs = append(evs, ev)
-			}
-		}
-		if len(evs) == 0 {
-			return nil
-		}
-		var bytes int64
-		for i := range evs {
-			bytes += evs[i].Size
-		}
-		if err := s.checkQuotaTx(w.tx, account, uint64(len(evs)), bytes); err != nil {
-			return err
-		}
-		w.mark()
-		for i := range evs {
-			uid, err := to.addEntry(&evs[i])
-			if err != nil {
-				return err
-			}
-			dst = append(dst, uid)
-		}
-		if err := to.save(); err != nil {
-			return err
-		}
-		w.changed(account, dn)
-		return nil
-	})
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	return uidValidity, src, dst, nil
+	return s.transfer(account, mailbox, uids, dest, false)
 }
 
 // Move moves entries to dest in one transaction (RFC 6851 MOVE), keeping
@@ -687,6 +622,12 @@ func (s *Store) Copy(account, mailbox string, uids []uint32, dest string) (uidVa
 // The account's usage does not change, so a MOVE is never over quota: an
 // account at its quota can still move messages to Trash.
 func (s *Store) Move(account, mailbox string, uids []uint32, dest string) (uidValidity uint32, src, dst []uint32, err error) {
+	return s.transfer(account, mailbox, uids, dest, true)
+}
+
+// transfer is Copy, or Move when move is set: the entries leave mailbox in
+// the same transaction that adds them to dest.
+func (s *Store) transfer(account, mailbox string, uids []uint32, dest string, move bool) (uidValidity uint32, src, dst []uint32, err error) {
 	n, err := lookupName(mailbox)
 	if err != nil {
 		return 0, nil, nil, err
@@ -709,7 +650,7 @@ func (s *Store) Move(account, mailbox string, uids []uint32, dest string) (uidVa
 		if err != nil {
 			return err
 		}
-		to := from // MOVE into the same mailbox renumbers: one view of it
+		to := from // into the same mailbox: one view of it
 		if dn != n {
 			if to, err = openBox(ab, dn); err != nil {
 				return err
@@ -730,6 +671,15 @@ func (s *Store) Move(account, mailbox string, uids []uint32, dest string) (uidVa
 		if len(evs) == 0 {
 			return nil
 		}
+		if !move {
+			var bytes int64
+			for i := range evs {
+				bytes += evs[i].Size
+			}
+			if err := s.checkQuotaTx(w.tx, account, uint64(len(evs)), bytes); err != nil {
+				return err
+			}
+		}
 		w.mark()
 		for i := range evs {
 			uid, err := to.addEntry(&evs[i])
@@ -738,22 +688,24 @@ func (s *Store) Move(account, mailbox string, uids []uint32, dest string) (uidVa
 			}
 			dst = append(dst, uid)
 		}
-		for i, uid := range src {
-			if err := from.entries.Delete(be32(uid)); err != nil {
-				return fmt.Errorf("store: mailbox %q: delete entry: %w", n, err)
+		if move {
+			for i, uid := range src {
+				if err := from.entries.Delete(be32(uid)); err != nil {
+					return fmt.Errorf("store: mailbox %q: delete entry: %w", n, err)
+				}
+				from.info.Messages--
+				from.info.Size -= evs[i].Size
+				if !hasFlag(evs[i].Flags, flagSeen) {
+					from.info.Unseen--
+				}
 			}
-			from.info.Messages--
-			from.info.Size -= evs[i].Size
-			if !hasFlag(evs[i].Flags, flagSeen) {
-				from.info.Unseen--
+			from.info.ModSeq++
+			if err := from.save(); err != nil {
+				return err
 			}
+			w.changed(account, n)
 		}
-		from.info.ModSeq++
-		if err := from.save(); err != nil {
-			return err
-		}
-		w.changed(account, n)
-		if to != from {
+		if !move || to != from {
 			if err := to.save(); err != nil {
 				return err
 			}
