@@ -325,16 +325,38 @@ func TestImplicitTLSSubmissionAndIMAPSTARTTLS(t *testing.T) {
 	}
 }
 
-// TestTLSPolicy: TLS 1.1 is refused on every TLS listener.
+// TestTLSPolicy: TLS 1.1 and TLS 1.2 with CBC-only suites are refused on
+// every TLS listener; TLS 1.2 with ECDHE + AES-GCM is accepted.
 func TestTLSPolicy(t *testing.T) {
 	h := newHarness(t)
+	cases := []struct {
+		name   string
+		adjust func(*tls.Config)
+		ok     bool
+	}{
+		{"TLS 1.1", func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 }, false},
+		{"TLS 1.2 CBC only", func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+				tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA}
+		}, false},
+		{"TLS 1.2 ECDHE AES-GCM", func(c *tls.Config) {
+			c.MaxVersion = tls.VersionTLS12
+			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
+		}, true},
+		{"TLS 1.3", func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }, true},
+	}
 	for _, kind := range []string{relay.SMTPSubmissionTLS, relay.IMAPTLS} {
-		cfg := h.clientTLS()
-		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addrs[kind], cfg)
-		if err == nil {
-			conn.Close()
-			t.Errorf("%s accepted TLS 1.1", kind)
+		for _, tc := range cases {
+			cfg := h.clientTLS()
+			tc.adjust(cfg)
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addrs[kind], cfg)
+			if err == nil {
+				conn.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("%s, %s: handshake error %v, want accepted=%v", kind, tc.name, err, tc.ok)
+			}
 		}
 	}
 }
