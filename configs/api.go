@@ -97,6 +97,9 @@ type Limits struct {
 	WriteTimeout    Duration `toml:"write_timeout"`     // default 60s
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`  // drain deadline, default 15s
 	MaxConnections  int      `toml:"max_connections"`   // per listener, default 1000
+	// MaxConnectionsPerIP caps one client address's simultaneous
+	// connections on each listener (default 100).
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
 	// MaxIMAPSessionsPerAccount bounds one account's simultaneous
 	// authenticated IMAP sessions (default 20): a LOGIN beyond it gets
 	// NO [LIMIT] (RFC 5530).

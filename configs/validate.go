@@ -39,6 +39,7 @@ const (
 	DefaultWriteTimeout    = 60 * time.Second
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 1000
+	DefaultMaxConnsPerIP   = 100
 	// DefaultMaxIMAPSessionsPerAccount: a mail client opens a few
 	// connections per account (Thunderbird up to 5 by default, plus one
 	// per IDLE'd folder); a practice with several workstations on one
@@ -618,6 +619,7 @@ func (v *validator) limits() {
 	durationRange(v, "limits.write_timeout", &l.WriteTimeout, DefaultWriteTimeout, time.Second, time.Hour)
 	durationRange(v, "limits.shutdown_timeout", &l.ShutdownTimeout, DefaultShutdownTimeout, time.Second, 10*time.Minute)
 	intRange(v, "limits.max_connections", &l.MaxConnections, DefaultMaxConnections, 1, 100000, "")
+	intRange(v, "limits.max_connections_per_ip", &l.MaxConnectionsPerIP, DefaultMaxConnsPerIP, 1, 100000, "")
 	intRange(v, "limits.max_imap_sessions_per_account", &l.MaxIMAPSessionsPerAccount, DefaultMaxIMAPSessionsPerAccount, 1, 10000, "")
 	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
 		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)

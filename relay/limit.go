@@ -2,15 +2,17 @@ package relay
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
 
-// limitListener caps the connections a listener holds open at once. Past
-// the cap a new connection is told so (on plaintext listeners, in the
-// protocol's words) and closed at once, instead of waiting in the kernel's
-// backlog with no answer: a client learns to retry, and a flood cannot make
-// the relay hold an unbounded number of sessions.
+// limitListener caps the connections a listener holds open at once, in all
+// and per client address. Past a cap a new connection is told so (on
+// plaintext listeners, in the protocol's words) and closed at once, instead
+// of waiting in the kernel's backlog with no answer: a client learns to
+// retry, and neither a flood nor one greedy host can make the relay hold an
+// unbounded number of sessions.
 //
 // Connections are not wrapped in anything the protocol libraries would see
 // as a different type on TLS listeners (go-smtp detects TLS with a
@@ -18,15 +20,19 @@ import (
 // *tls.Conn stays outermost.
 type limitListener struct {
 	net.Listener
-	sem  chan struct{}
-	busy []byte // written to a refused connection; nil on TLS listeners
+	max, maxPerIP int
+	busy          []byte // written to a refused connection; nil on TLS listeners
+
+	mu    sync.Mutex
+	total int
+	perIP map[netip.Addr]int
 }
 
-func newLimitListener(l net.Listener, max int, busy []byte) net.Listener {
-	if max <= 0 {
+func newLimitListener(l net.Listener, max, maxPerIP int, busy []byte) net.Listener {
+	if max <= 0 && maxPerIP <= 0 {
 		return l
 	}
-	return &limitListener{Listener: l, sem: make(chan struct{}, max), busy: busy}
+	return &limitListener{Listener: l, max: max, maxPerIP: maxPerIP, busy: busy, perIP: make(map[netip.Addr]int)}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -35,17 +41,50 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-		default:
-			if l.busy != nil {
-				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = c.Write(l.busy)
-			}
-			c.Close()
+		ip := remoteIP(c)
+		if l.acquire(ip) {
+			return &limitConn{Conn: c, release: func() { l.release(ip) }}, nil
+		}
+		if l.busy != nil {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write(l.busy)
+		}
+		c.Close()
+	}
+}
+
+func (l *limitListener) acquire(ip netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && l.total >= l.max {
+		return false
+	}
+	if l.maxPerIP > 0 && ip.IsValid() && l.perIP[ip] >= l.maxPerIP {
+		return false
+	}
+	l.total++
+	if ip.IsValid() {
+		l.perIP[ip]++
+	}
+	return true
+}
+
+func (l *limitListener) release(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if ip.IsValid() {
+		if l.perIP[ip]--; l.perIP[ip] <= 0 {
+			delete(l.perIP, ip)
 		}
 	}
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // limitConn gives its slot back exactly once, however often it is closed.

@@ -17,10 +17,20 @@ import (
 	"mssrelay/relay/submit"
 )
 
-// TestConnectionLimit: past limits.max_connections a listener answers
-// "busy" and closes; a slot freed by a closing client is reused.
+// TestConnectionLimit: past limits.max_connections (or, from one address,
+// limits.max_connections_per_ip) a listener answers "busy" and closes; a
+// slot freed by a closing client is reused.
 func TestConnectionLimit(t *testing.T) {
-	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxConnections = 2 })
+	t.Run("per listener", func(t *testing.T) {
+		testConnectionLimit(t, func(c *configs.Config) { c.Limits.MaxConnections = 2 })
+	})
+	t.Run("per address", func(t *testing.T) {
+		testConnectionLimit(t, func(c *configs.Config) { c.Limits.MaxConnectionsPerIP = 2 })
+	})
+}
+
+func testConnectionLimit(t *testing.T, adjust func(*configs.Config)) {
+	h := newHarnessWith(t, adjust)
 	for _, tc := range []struct {
 		kind, greeting, busy string
 	}{
