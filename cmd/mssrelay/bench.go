@@ -73,7 +73,8 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	signerKey := fs.String("signer-key", "", "its private key PEM")
 	rpps := fs.String("rpps", "", "prescriber RPPS written in the prescriptions (default: the demo prescriber's)")
 	n := fs.Int("n", 2000, "number of messages")
-	c := fs.Int("c", 32, "concurrent clients (SMTP and IMAP)")
+	c := fs.Int("c", 32, "concurrent SMTP clients")
+	imapC := fs.Int("imap-c", 8, "concurrent IMAP clients in the IMAP phase (all log in as one account: stay within its limits.max_imap_sessions_per_account)")
 	perConn := fs.Int("per-conn", 0, "messages per connection: 0 reuses one connection per client, 1 connects (STARTTLS+AUTH) for every message")
 	rate := fs.Float64("rate", 0, "open loop: offer this many msgs/s on a fixed schedule; latency counts from when each was due (0: closed loop)")
 	keys := fs.String("key", loadgen.KeysBoth, "signer key type issued from the demo PKI: rsa (2048), p256 or both (half each)")
@@ -97,6 +98,8 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{"-n must be positive"}
 	case *c <= 0:
 		return usageError{"-c must be positive"}
+	case *imapC <= 0:
+		return usageError{"-imap-c must be positive"}
 	case *perConn < 0:
 		return usageError{"-per-conn must be 0 or more"}
 	case *rate < 0:
@@ -230,9 +233,9 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		out.Signers[m.Signer]++
 	}
 	if *imapPhase && ctx.Err() == nil {
-		say("Reading %s's INBOX back over IMAP with %d clients...\n", *imapUser, *c)
+		say("Reading %s's INBOX back over IMAP with %d clients...\n", *imapUser, *imapC)
 		out.IMAP, err = loadgen.RunIMAP(ctx, loadgen.IMAPOptions{Addr: *imapAddr, TLS: imapTLS,
-			User: *imapUser, Password: *imapPassword, Concurrency: *c, Timeout: *cmdTimeout})
+			User: *imapUser, Password: *imapPassword, Concurrency: *imapC, Timeout: *cmdTimeout})
 		if err != nil {
 			out.IMAPError = err.Error()
 		}
