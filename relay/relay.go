@@ -277,6 +277,14 @@ func (h *CertHolder) Load(c configs.TLS) error {
 // Get returns the current certificate.
 func (h *CertHolder) Get() *tls.Certificate { return h.p.Load() }
 
+// Close releases a relay that will not be served (Listen failed): the
+// audit writer and the store. Serve does this itself when it returns.
+func (r *Relay) Close() error {
+	r.closeListeners()
+	r.audit.close()
+	return r.store.Close()
+}
+
 // Store gives tests and admin commands access to the open store.
 func (r *Relay) Store() *store.Store { return r.store }
 

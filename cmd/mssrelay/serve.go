@@ -51,6 +51,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := r.Listen(); err != nil {
+		r.Close()
 		return err
 	}
 	if info != nil {
