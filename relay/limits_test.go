@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"mssrelay/configs"
 	"mssrelay/relay"
+	"mssrelay/relay/demo"
 	"mssrelay/relay/submit"
 )
 
@@ -104,5 +106,84 @@ func TestLoginLockout(t *testing.T) {
 		User: h.info.Prescriber.Address, Password: h.info.Prescriber.Password})
 	if code, enh := smtpCode(err); code != 454 || enh != (smtp.EnhancedCode{4, 7, 0}) {
 		t.Fatalf("SMTP AUTH during lockout: %v, want 454 4.7.0", err)
+	}
+}
+
+// TestSessionRefusalCap: a client that keeps sending refused messages or
+// probing unknown addresses on one connection is stopped: past the cap
+// every new transaction gets 421 before any work is done.
+func TestSessionRefusalCap(t *testing.T) {
+	h := newHarness(t)
+	c := h.prescriber()
+	unsigned := append(submitHeader(h.info.Prescriber.Address, h.info.Pharmacy.Address), []byte("Content-Type: text/plain\r\n\r\nHello\r\n")...)
+	for i := 0; i < 6; i++ {
+		if _, err := c.Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, unsigned); err == nil {
+			t.Fatal("unsigned message accepted")
+		}
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := c.Send(h.info.Prescriber.Address, []string{fmt.Sprintf("probe%d@%s", i, demo.Domain)}, unsigned); err == nil {
+			t.Fatal("unknown recipient accepted")
+		}
+	}
+	msg, _ := h.prescription()
+	_, err := c.Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, msg)
+	if code, enh := smtpCode(err); code != 421 || enh != (smtp.EnhancedCode{4, 7, 0}) {
+		t.Fatalf("after 10 refusals: %v, want 421 4.7.0", err)
+	}
+	// A new session starts afresh.
+	if _, err := h.prescriber().Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, msg); err != nil {
+		t.Fatalf("new session refused: %v", err)
+	}
+}
+
+// TestSlowClientCutOff: a client that trickles a command byte by byte is
+// cut off instead of holding a session forever: go-smtp bounds each read
+// by limits.read_timeout, answers what it got so far, and closes the
+// connection after a few such errors (or with 421 4.4.2 when idle).
+func TestSlowClientCutOff(t *testing.T) {
+	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.ReadTimeout.Duration = time.Second })
+	conn, err := net.DialTimeout("tcp", h.addrs[relay.SMTPSubmission], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil { // greeting
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, b := range []byte("EHLO slow.example\r\n") {
+		if _, err := conn.Write([]byte{b}); err != nil {
+			break // cut off
+		}
+		time.Sleep(200 * time.Millisecond)
+		if time.Since(start) > 10*time.Second {
+			break
+		}
+	}
+	// The 10 s bound only keeps a broken server from hanging the test.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var lines []string
+	for {
+		var line string
+		line, err = r.ReadString('\n')
+		if line != "" {
+			lines = append(lines, strings.TrimSpace(line))
+		}
+		if err != nil {
+			break
+		}
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the relay kept the slow session open; replies so far %q", lines)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "250") {
+			t.Fatalf("the trickled EHLO was accepted: %q", lines)
+		}
+	}
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "421 ") && !strings.HasPrefix(last, "500 ") {
+		t.Errorf("session ended with %q, want a 421 or 500 closing reply", last)
 	}
 }

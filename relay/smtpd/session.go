@@ -40,6 +40,11 @@ type session struct {
 	mailFrom   string
 	recipients []*configs.Account
 	inData     bool
+	// refused counts refusals in this session (messages, recipients);
+	// past maxRefusals every new transaction is refused up front, so a
+	// client cannot make the relay verify signatures or probe addresses
+	// without end on one connection.
+	refused int
 	// claim marks a transaction to the claim address (relay/claim): its
 	// DATA is a claim, answered and never filed as mail.
 	claim bool
@@ -50,6 +55,10 @@ func (ss *session) busy() bool {
 	defer ss.mu.Unlock()
 	return ss.inData
 }
+
+// maxRefusals is how many refused messages or recipients one session may
+// collect before the relay stops taking transactions on it.
+const maxRefusals = 10
 
 // Errors sent as bare *smtp.SMTPError: go-smtp reads the reply code with a
 // type assertion, so a wrapped error would go out as 554 5.0.0.
@@ -65,9 +74,12 @@ var (
 	errNotPrescr  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Only prescriber accounts may submit prescriptions"}
 	errNoMail     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	errUnknownRcp = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such local mailbox"}
-	errShutdown   = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
-	errTooLarge   = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
-	errReadFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message data, try again"}
+	// RFC 5321 §3.8 / RFC 3463 X.7.0: refused up front after too many
+	// refusals; 421 tells the client to close and try later.
+	errTooManyRefusals = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many refused messages or recipients in this session, closing"}
+	errShutdown        = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	errTooLarge        = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
+	errReadFailed      = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error reading message data, try again"}
 )
 
 // errMailboxFull refuses one recipient over quota at RCPT: RFC 3463 X.2.2
@@ -121,6 +133,9 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	if ss.account == nil {
 		return errAuthFirst
 	}
+	if ss.refused >= maxRefusals {
+		return errTooManyRefusals
+	}
 	if from == "" {
 		return ss.refuseEnvelope(errNullSender, "from=<>")
 	}
@@ -147,6 +162,9 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	if ss.mailFrom == "" {
 		return errNoMail
+	}
+	if ss.refused >= maxRefusals {
+		return errTooManyRefusals
 	}
 	if c := ss.claims(); c != nil && c.IsClaimAddress(to) {
 		if r := c.CheckSender(ss.account, ss.remote); r != nil {
@@ -196,6 +214,7 @@ func (ss *session) audit(kind, actor string, reply *smtp.SMTPError, detail strin
 // refuseEnvelope audits a MAIL or RCPT refusal and returns it; the caller
 // holds ss.mu.
 func (ss *session) refuseEnvelope(reply *smtp.SMTPError, subject string) error {
+	ss.refused++
 	if ss.svc.cfg.Audit != nil {
 		ss.svc.cfg.Audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: ss.account.Address, Remote: ss.remote,
 			Subject: subject, Outcome: fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2]),
@@ -261,6 +280,11 @@ func (ss *session) Data(r io.Reader) error {
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
 		}
 		reason = ref.Reason // metrics
+		if !ref.Temporary() {
+			ss.mu.Lock()
+			ss.refused++
+			ss.mu.Unlock()
+		}
 		lvl := slog.LevelInfo
 		if ref.Temporary() {
 			lvl = slog.LevelWarn
