@@ -551,24 +551,11 @@ func (w *walker) value(path string, t reflect.Type, v *unstable.Node, keyPos pos
 			mismatch(at, path, v.Kind)
 			return
 		}
-		i := 0
-		it := v.Children()
-		for it.Next() {
-			c := it.Node()
-			if c.Kind == unstable.Comment {
-				continue
-			}
-			ep := fmt.Sprintf("%s[%d]", path, i)
-			i++
-			p, ok := w.rangePos(c.Raw)
-			if !ok {
-				p = keyPos
-			}
-			w.define(ep, p, defArrayElem)
+		w.arrayElems(path, v, keyPos, func(ep string, p position, c *unstable.Node) {
 			if c.Kind != unstable.String {
 				w.fail(p, ep, "expected a string, got %s", nodeKindName(c.Kind))
 			}
-		}
+		})
 	case kindTable:
 		if v.Kind != unstable.InlineTable {
 			mismatch(at, path, v.Kind)
@@ -580,28 +567,37 @@ func (w *walker) value(path string, t reflect.Type, v *unstable.Node, keyPos pos
 			mismatch(at, path, v.Kind)
 			return
 		}
-		i := 0
-		it := v.Children()
-		for it.Next() {
-			c := it.Node()
-			if c.Kind == unstable.Comment {
-				continue
-			}
-			ep := fmt.Sprintf("%s[%d]", path, i)
-			i++
-			p, ok := w.rangePos(c.Raw)
-			if !ok {
-				p = keyPos
-			}
-			w.define(ep, p, defArrayElem)
+		w.arrayElems(path, v, keyPos, func(ep string, p position, c *unstable.Node) {
 			if c.Kind != unstable.InlineTable {
 				w.fail(p, ep, "expected a table, got %s", nodeKindName(c.Kind))
-				continue
+				return
 			}
 			w.inlineTable(ep, t.Elem(), c)
-		}
+		})
 	default:
 		w.fail(at, path, "cannot be set in the file")
+	}
+}
+
+// arrayElems records each element of an array value as path[i] at its
+// own position (the key's when the parser gives none) and hands it to fn;
+// comments inside the array are skipped.
+func (w *walker) arrayElems(path string, v *unstable.Node, keyPos position, fn func(ep string, p position, c *unstable.Node)) {
+	i := 0
+	it := v.Children()
+	for it.Next() {
+		c := it.Node()
+		if c.Kind == unstable.Comment {
+			continue
+		}
+		ep := fmt.Sprintf("%s[%d]", path, i)
+		i++
+		p, ok := w.rangePos(c.Raw)
+		if !ok {
+			p = keyPos
+		}
+		w.define(ep, p, defArrayElem)
+		fn(ep, p, c)
 	}
 }
 

@@ -113,6 +113,21 @@ func (bx *box) addEntry(ev *entryVal) (uint32, error) {
 	return uid, nil
 }
 
+// removeEntry deletes the entry uid (whose value is ev) and takes it out of
+// the mailbox counters; the caller bumps ModSeq once and saves the box
+// info afterwards (save keeps the account's usage in step).
+func (bx *box) removeEntry(uid uint32, ev *entryVal) error {
+	if err := bx.entries.Delete(be32(uid)); err != nil {
+		return fmt.Errorf("store: mailbox %q: delete entry: %w", bx.name, err)
+	}
+	bx.info.Messages--
+	bx.info.Size -= ev.Size
+	if !hasFlag(ev.Flags, flagSeen) {
+		bx.info.Unseen--
+	}
+	return nil
+}
+
 func (bx *box) getEntry(uid uint32) (entryVal, bool, error) {
 	v := bx.entries.Get(be32(uid))
 	if v == nil {
@@ -519,13 +534,8 @@ func (s *Store) Expunge(account, mailbox string, uids []uint32) ([]uint32, error
 		}
 		w.mark()
 		for _, v := range victims {
-			if err := bx.entries.Delete(be32(v.uid)); err != nil {
-				return fmt.Errorf("store: mailbox %q: delete entry: %w", n, err)
-			}
-			bx.info.Messages--
-			bx.info.Size -= v.ev.Size
-			if !hasFlag(v.ev.Flags, flagSeen) {
-				bx.info.Unseen--
+			if err := bx.removeEntry(v.uid, &v.ev); err != nil {
+				return err
 			}
 			removed = append(removed, v.uid)
 		}
@@ -690,13 +700,8 @@ func (s *Store) transfer(account, mailbox string, uids []uint32, dest string, mo
 		}
 		if move {
 			for i, uid := range src {
-				if err := from.entries.Delete(be32(uid)); err != nil {
-					return fmt.Errorf("store: mailbox %q: delete entry: %w", n, err)
-				}
-				from.info.Messages--
-				from.info.Size -= evs[i].Size
-				if !hasFlag(evs[i].Flags, flagSeen) {
-					from.info.Unseen--
+				if err := from.removeEntry(uid, &evs[i]); err != nil {
+					return err
 				}
 			}
 			from.info.ModSeq++

@@ -587,13 +587,8 @@ func purgeEntries(w *wtx, victims []*Record, set map[uint64]struct{}, accounts m
 	for _, k := range keys {
 		bx := boxes[k]
 		for _, h := range hits[k] {
-			if err := bx.entries.Delete(be32(h.uid)); err != nil {
-				return 0, fmt.Errorf("store: purge: account %s mailbox %d: delete entry: %w", k.account, k.box, err)
-			}
-			bx.info.Messages--
-			bx.info.Size -= h.ev.Size
-			if !hasFlag(h.ev.Flags, flagSeen) {
-				bx.info.Unseen--
+			if err := bx.removeEntry(h.uid, &h.ev); err != nil {
+				return 0, fmt.Errorf("store: purge: account %s: %w", k.account, err)
 			}
 			removed++
 		}
