@@ -45,12 +45,20 @@ type Filing struct {
 	IDNPS      string    // signer IDNPS
 	PatientINS string    // for the index by patient ("" when none)
 	Delivery   string    // the patient's delivery choice as signed: "messaging-only", "paper" or ""
+	Opposition bool      // the patient objects to the prescriber seeing execution data
 	Meta       []byte    // opaque cache (the IMAP layer stores ENVELOPE/BODYSTRUCTURE here)
 	// Audit events appended to the audit trail in the filing's own
 	// transaction, so that an acceptance and its record commit together.
 	// Each Subject gets "record=<id>" put in front. A Duplicate or refused
 	// filing appends nothing: record those with Store.Audit.
 	Audit []AuditEvent
+	// Jobs enter the outbound queue with the filing (RecordID is set to
+	// the new record's id): a copy for the patient, an MDN. A duplicate
+	// filing queues nothing.
+	Jobs []Job
+	// Events are added to the record's history after RxFiled and one
+	// RxDelivered per recipient, which File writes itself.
+	Events []RxEvent
 }
 
 // Delivered is one mailbox entry created by File.
@@ -82,6 +90,7 @@ type Record struct {
 	IDNPS      string
 	PatientINS string
 	Delivery   string // the patient's delivery choice as signed ("" when not stated)
+	Opposition bool   // the patient objects to the prescriber seeing execution data
 	Owner      string // account that created it: Sender for File, the appending account for Append
 	Appended   bool   // created by IMAP APPEND: not a verified filing, in no index
 }

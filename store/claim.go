@@ -245,6 +245,9 @@ func (s *Store) Deliver(ctx context.Context, recordID uint64, account string, au
 		if err := b.Put(claimKey(recordID, account), encodeClaim(cr)); err != nil {
 			return fmt.Errorf("store: claims index: %w", err)
 		}
+		if err := addRxEvents(w, recordID, RxEvent{Kind: RxClaimed, Actor: account, Detail: fmt.Sprintf("%s uid=%d", Inbox, uid)}); err != nil {
+			return err
+		}
 		tagged := withRecordID(evs, recordID)
 		for i := range tagged {
 			tagged[i].Subject = cleanAuditField(fmt.Sprintf("%s mbox=%s uid=%d", tagged[i].Subject, Inbox, uid))

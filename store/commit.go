@@ -59,6 +59,7 @@ type wtx struct {
 	now time.Time // one clock reading per transaction
 
 	wrote     bool     // the running op has started writing
+	queued    bool     // an op added or changed outbound jobs
 	opChanges []Change // changes made by the running op
 	changes   []Change // changes made by ops that succeeded
 }
@@ -193,6 +194,12 @@ func (s *Store) tryBatch(todo []*call) (again []*call) {
 		}
 	}
 	s.notify(w.changes)
+	if w.queued {
+		select {
+		case s.queueSig <- struct{}{}:
+		default: // a signal is already pending: the worker will look anyway
+		}
+	}
 	return nil
 }
 

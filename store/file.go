@@ -34,6 +34,11 @@ func (s *Store) checkFiling(f *Filing) error {
 			return fmt.Errorf("recipient: %w", err)
 		}
 	}
+	for i := range f.Jobs {
+		if err := checkJob(&f.Jobs[i]); err != nil {
+			return err
+		}
+	}
 	for _, fld := range []struct{ name, v string }{
 		{"prescription number", f.Number}, {"Message-ID", f.MessageID}, {"signer", f.Signer},
 		{"IDNPS", f.IDNPS}, {"patient INS", f.PatientINS},
@@ -187,7 +192,7 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 		id, err = putRecord(w.tx, &Record{
 			Received: received, Size: int64(len(f.Raw)), Sender: f.Sender, Recipients: recips,
 			Number: f.Number, Digest: f.Digest, MessageID: f.MessageID, Signer: f.Signer,
-			IDNPS: f.IDNPS, PatientINS: f.PatientINS, Delivery: f.Delivery, Owner: f.Sender,
+			IDNPS: f.IDNPS, PatientINS: f.PatientINS, Delivery: f.Delivery, Opposition: f.Opposition, Owner: f.Sender,
 		}, f.Raw, f.Meta)
 		if err != nil {
 			return err
@@ -215,8 +220,26 @@ func (s *Store) File(ctx context.Context, f *Filing) (*Filed, error) {
 			w.changed(r, Inbox)
 			res.Entries = append(res.Entries, Delivered{Account: r, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: uid})
 		}
-		// Same transaction: the audit record exists exactly when the
-		// filing does (ARCHITECTURE.md, store.File).
+		// Same transaction: the audit record, the history and the
+		// outbound jobs exist exactly when the filing does
+		// (ARCHITECTURE.md, store.File).
+		evs := make([]RxEvent, 0, 1+len(recips)+len(f.Events))
+		evs = append(evs, RxEvent{Time: received, Kind: RxFiled, Actor: f.Sender})
+		for _, r := range recips {
+			evs = append(evs, RxEvent{Time: received, Kind: RxDelivered, Actor: r, Detail: Inbox})
+		}
+		evs = append(evs, f.Events...)
+		if err := addRxEvents(w, id, evs...); err != nil {
+			return err
+		}
+		jobs := make([]Job, len(f.Jobs))
+		for i, j := range f.Jobs {
+			j.RecordID = id
+			jobs[i] = j
+		}
+		if _, err := putJobs(w, jobs); err != nil {
+			return err
+		}
 		if err := appendAudit(w, withRecordID(audit, id)); err != nil {
 			return err
 		}

@@ -307,7 +307,8 @@ func TestFileNoRecipients(t *testing.T) {
 func TestRecordWithoutDelivery(t *testing.T) {
 	r := &Record{Received: time.Unix(1700000000, 0).UTC(), Sender: "dr@example.org", Number: "RX1", Delivery: "paper"}
 	full := encodeRecord(r)
-	old := full[:len(full)-len("paper")-1] // the trailing length-prefixed string
+	// The trailing length-prefixed string, then the opposition flag.
+	old := full[:len(full)-1-len("paper")-1]
 	got, err := decodeRecord(1, old)
 	if err != nil {
 		t.Fatal(err)
@@ -315,8 +316,13 @@ func TestRecordWithoutDelivery(t *testing.T) {
 	if got.Delivery != "" || got.Number != "RX1" {
 		t.Errorf("old record decoded as %+v", got)
 	}
-	got, err = decodeRecord(1, full)
-	if err != nil || got.Delivery != "paper" {
+	got, err = decodeRecord(1, full[:len(full)-1])
+	if err != nil || got.Delivery != "paper" || got.Opposition {
+		t.Errorf("record without opposition decoded as %+v, %v", got, err)
+	}
+	r.Opposition = true
+	got, err = decodeRecord(1, encodeRecord(r))
+	if err != nil || got.Delivery != "paper" || !got.Opposition {
 		t.Errorf("new record decoded as %+v, %v", got, err)
 	}
 }

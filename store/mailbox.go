@@ -452,6 +452,9 @@ func (s *Store) UpdateFlags(account, mailbox string, uids []uint32, op FlagOp, f
 				case !wasSeen && isSeen:
 					bx.info.Unseen--
 				}
+				if err := dispensedChange(w, account, ev.RecordID, ev.Flags, nfl); err != nil {
+					return err
+				}
 				ev.Flags = nfl
 				if err := bx.entries.Put(be32(uid), encodeEntry(&ev)); err != nil {
 					return fmt.Errorf("store: mailbox %q: write entry: %w", n, err)

@@ -439,6 +439,9 @@ func deleteRecord(tx *bbolt.Tx, r *Record) error {
 			return fmt.Errorf("store: purge record %d: prescriber index: %w", r.ID, err)
 		}
 	}
+	if err := deleteRxHistory(tx, r.ID); err != nil {
+		return err
+	}
 	if b := tx.Bucket(bucketClaims); b != nil {
 		claims, err := claimedBy(tx, r.ID)
 		if err != nil {

@@ -281,6 +281,7 @@ func encodeRecord(r *Record) []byte {
 	// Fields added after the first release of format 1 go at the end:
 	// older records simply lack them (decodeRecord treats them as empty).
 	e.str(r.Delivery)
+	e.bool(r.Opposition)
 	return e.b
 }
 
@@ -319,6 +320,9 @@ func decodeRecord(id uint64, v []byte) (*Record, error) {
 	r.Appended = d.bool("record appended")
 	if d.err == nil && len(d.b) > 0 {
 		r.Delivery = d.str("record delivery")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		r.Opposition = d.bool("record opposition")
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("record %d: %w", id, d.err)

@@ -67,6 +67,8 @@ type Store struct {
 
 	quota atomic.Pointer[QuotaFunc] // per-account quota policy (quota.go); nil: none
 
+	queueSig chan struct{} // QueueChanged
+
 	wmu      sync.Mutex
 	watchers map[string]map[*watcher]struct{}
 }
@@ -113,6 +115,7 @@ func Open(path string, opts Options) (*Store, error) {
 		now:      now,
 		max:      DefaultMaxMessageBytes,
 		watchers: make(map[string]map[*watcher]struct{}),
+		queueSig: make(chan struct{}, 1),
 	}
 	s.idle = sync.NewCond(&s.mu)
 	s.SetQuota(opts.Quota)
