@@ -39,10 +39,15 @@ func (c *fhirCodeableConcept) label() string {
 }
 
 type fhirBundle struct {
-	ResourceType string          `json:"resourceType"`
-	Identifier   *fhirIdentifier `json:"identifier"`
-	Timestamp    string          `json:"timestamp"`
-	Entry        []struct {
+	ResourceType string `json:"resourceType"`
+	Meta         *struct {
+		Security []struct {
+			Code string `json:"code"`
+		} `json:"security"`
+	} `json:"meta"`
+	Identifier *fhirIdentifier `json:"identifier"`
+	Timestamp  string          `json:"timestamp"`
+	Entry      []struct {
 		Resource json.RawMessage `json:"resource"`
 	} `json:"entry"`
 }
@@ -88,6 +93,15 @@ func parseFHIR(data []byte) (*Prescription, error) {
 		return nil, rxError("FHIR Bundle has more than %d entries", maxEntries)
 	}
 	rx := &Prescription{}
+	if b.Meta != nil {
+		// Bundle.meta.security (FHIR R4 §2.23.0.4 Meta): the DMP's
+		// INVISIBLE_PATIENT hides the document from the patient.
+		for _, c := range b.Meta.Security {
+			if strings.TrimSpace(c.Code) == CodeInvisiblePatient {
+				rx.HiddenFromPatient = true
+			}
+		}
+	}
 	if b.Identifier != nil {
 		rx.Number = strings.TrimSpace(b.Identifier.Value)
 	}

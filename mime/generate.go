@@ -31,7 +31,22 @@ type Sample struct {
 	// PDF adds a one-page PDF rendering of the prescription (also placed
 	// in the XDM archive as its document when XDM is set).
 	PDF bool
+
+	// Opposition writes "X-Ordonnance-Opposition: execution" in the
+	// signed entity's header.
+	Opposition bool
+	// HiddenFromPatient marks the document INVISIBLE_PATIENT: in the FHIR
+	// Bundle's meta.security and, with XDM, as the confidentialityCode of
+	// the METADATA.XML document entry.
+	HiddenFromPatient bool
+	// MSSINS, when set, writes "X-MSS-INS: <value>" in the signed entity's
+	// header (the relay reads the signed value before the outer one).
+	MSSINS string
 }
+
+// confidentialityCodeSystem is the code system of INVISIBLE_PATIENT in
+// the DMP's XDS metadata and FHIR meta.security (ANS CI-SIS).
+const confidentialityCodeSystem = "1.2.250.1.213.1.1.4.13"
 
 // DefaultRPPS is the prescriber NewSample uses (IDNPS 810101201234, the
 // example of MISSION.md).
@@ -92,6 +107,12 @@ func (s Sample) render(x Sample) []byte {
 	var b bytes.Buffer
 	if s.Delivery != "" {
 		b.WriteString("X-Ordonnance-Delivery: " + s.Delivery + "\r\n")
+	}
+	if s.Opposition {
+		b.WriteString("X-Ordonnance-Opposition: " + OppositionExecution + "\r\n")
+	}
+	if s.MSSINS != "" {
+		b.WriteString("X-MSS-INS: " + s.MSSINS + "\r\n")
 	}
 	b.WriteString("Content-Type: multipart/mixed; boundary=\"" + boundary + "\"\r\n\r\n")
 	for _, p := range parts {
@@ -173,9 +194,17 @@ type (
 		FullURL  string      `json:"fullUrl"`
 		Resource genResource `json:"resource"`
 	}
+	genCoding struct {
+		System string `json:"system,omitempty"`
+		Code   string `json:"code"`
+	}
+	genMeta struct {
+		Security []genCoding `json:"security,omitempty"`
+	}
 	genBundle struct {
 		ResourceType string         `json:"resourceType"`
 		ID           string         `json:"id"`
+		Meta         *genMeta       `json:"meta,omitempty"`
 		Identifier   *genIdentifier `json:"identifier,omitempty"`
 		Type         string         `json:"type"`
 		Timestamp    string         `json:"timestamp,omitempty"`
@@ -203,6 +232,9 @@ func (s Sample) fhirBundle() []byte {
 				Identifier: []genIdentifier{{System: SystemIDNPS, Value: "8" + s.RPPS}},
 				Name:       []genName{{s.Prescriber}}}},
 		},
+	}
+	if s.HiddenFromPatient {
+		b.Meta = &genMeta{Security: []genCoding{{System: "urn:oid:" + confidentialityCodeSystem, Code: CodeInvisiblePatient}}}
 	}
 	if s.Number != "" {
 		b.Identifier = &genIdentifier{Value: s.Number}
@@ -304,6 +336,13 @@ func (s Sample) xdmMetadata(doc []byte, docType, docName string) []byte {
 	fmt.Fprintf(&b, `    <rim:Slot name="authorPerson"><rim:ValueList><rim:Value>%s</rim:Value></rim:ValueList></rim:Slot>`+"\r\n",
 		xmlEscape("8"+s.RPPS+"^"+family+"^"+given+"^^^^^^&"+OIDIDNPS+"&ISO"))
 	b.WriteString("   </rim:Classification>\r\n")
+	if s.HiddenFromPatient {
+		fmt.Fprintf(&b, `   <rim:Classification id="cl02" classificationScheme="%s" classifiedObject="Document01" nodeRepresentation="%s">`+"\r\n",
+			schemeConfidentiality, CodeInvisiblePatient)
+		slot("codingScheme", confidentialityCodeSystem)
+		b.WriteString(`    <rim:Name><rim:LocalizedString value="Non visible par le patient"/></rim:Name>` + "\r\n")
+		b.WriteString("   </rim:Classification>\r\n")
+	}
 	ext := func(id, scheme, value, name string) {
 		fmt.Fprintf(&b, `   <rim:ExternalIdentifier id="%s" registryObject="Document01" identificationScheme="%s" value="%s">`+"\r\n", id, scheme, xmlEscape(value))
 		fmt.Fprintf(&b, `    <rim:Name><rim:LocalizedString value="%s"/></rim:Name>`+"\r\n", name)

@@ -18,6 +18,16 @@ type Prescription struct {
 	AuthoredOn string
 	Delivery   string // X-Ordonnance-Delivery of the signed entity: "messaging-only", "paper" or ""
 	Items      []Item
+
+	// Opposition is set by "X-Ordonnance-Opposition: execution" in the
+	// signed entity: the patient objects to the prescriber seeing
+	// execution data, so no execution notice may be sent.
+	Opposition bool
+	// HiddenFromPatient is set when the document is marked not visible
+	// to the patient: confidentialityCode INVISIBLE_PATIENT (the DMP's
+	// code) in the XDM metadata, or a Bundle meta.security coding with
+	// that code.
+	HiddenFromPatient bool
 }
 
 // Item is one prescribed medication or act.
@@ -26,6 +36,14 @@ type Item struct {
 	Text   string
 	Dosage string
 }
+
+// OppositionExecution is the only value of X-Ordonnance-Opposition.
+const OppositionExecution = "execution"
+
+// CodeInvisiblePatient is the confidentiality code of a document the
+// patient must not see (DMP, CI-SIS; XDS confidentialityCode and FHIR
+// meta.security).
+const CodeInvisiblePatient = "INVISIBLE_PATIENT"
 
 // Delivery values of the X-Ordonnance-Delivery header.
 const (
@@ -79,6 +97,10 @@ func ExtractPrescription(content []byte) (*Prescription, error) {
 		return nil, rxError("signed content header: %v", err)
 	}
 	delivery, err := readDelivery(&h)
+	if err != nil {
+		return nil, err
+	}
+	opposition, err := readOpposition(&h)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +158,10 @@ func ExtractPrescription(content []byte) (*Prescription, error) {
 		return nil, err
 	}
 	rx.Delivery = delivery
+	rx.Opposition = opposition
+	// Either source marks the document hidden: the XDM archive travels
+	// whole, so a hidden document anywhere in it hides the prescription.
+	rx.HiddenFromPatient = (fx != nil && fx.HiddenFromPatient) || (xd != nil && xd.hidden)
 	if err := rx.check(fx != nil); err != nil {
 		return nil, err
 	}
@@ -158,6 +184,23 @@ func readDelivery(h *headerBlock) (string, error) {
 	default:
 		return "", rxError("X-Ordonnance-Delivery %q is not %q or %q", clip([]byte(v)), DeliveryMessagingOnly, DeliveryPaper)
 	}
+}
+
+// readOpposition reads X-Ordonnance-Opposition from the signed entity's
+// own header, like readDelivery: absent is no opposition, "execution" is
+// one, anything else is refused rather than guessed.
+func readOpposition(h *headerBlock) (bool, error) {
+	v, n := h.get("X-Ordonnance-Opposition")
+	switch {
+	case n == 0:
+		return false, nil
+	case n > 1:
+		return false, rxError("more than one X-Ordonnance-Opposition field")
+	}
+	if !strings.EqualFold(v, OppositionExecution) {
+		return false, rxError("X-Ordonnance-Opposition %q is not %q", clip([]byte(v)), OppositionExecution)
+	}
+	return true, nil
 }
 
 // merge combines what the FHIR Bundle and the XDM metadata say. The XDM

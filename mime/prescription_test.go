@@ -439,3 +439,131 @@ func FuzzXDM(f *testing.F) {
 		}
 	})
 }
+
+func TestExtractOpposition(t *testing.T) {
+	part := fhirPart("", bundleJSON("RX1", goodINS, goodIDNPS, medEntry))
+	tests := []struct {
+		name   string
+		top    string
+		want   bool
+		detail string // refusal, "" when accepted
+	}{
+		{"absent", "", false, ""},
+		{"execution", "X-Ordonnance-Opposition: execution\n", true, ""},
+		{"case and spaces", "x-ordonnance-opposition:   Execution \n", true, ""},
+		{"unknown value", "X-Ordonnance-Opposition: none\n", false, `X-Ordonnance-Opposition "none" is not "execution"`},
+		{"empty value", "X-Ordonnance-Opposition:\n", false, `X-Ordonnance-Opposition "" is not`},
+		{"twice", "X-Ordonnance-Opposition: execution\nX-Ordonnance-Opposition: execution\n", false, "more than one X-Ordonnance-Opposition"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rx, err := ExtractPrescription(entity(tt.top, part))
+			if tt.detail != "" {
+				wantError(t, err, KindPrescription, tt.detail)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rx.Opposition != tt.want {
+				t.Fatalf("Opposition %v, want %v", rx.Opposition, tt.want)
+			}
+		})
+	}
+	s := NewSample(7)
+	s.Opposition, s.XDM = true, true
+	c := s.Content()
+	if v, ok := HeaderField(c, "X-Ordonnance-Opposition"); !ok || v != OppositionExecution {
+		t.Fatalf("sample header %q %v", v, ok)
+	}
+	if rx, err := ExtractPrescription(c); err != nil || !rx.Opposition || rx.HiddenFromPatient {
+		t.Fatalf("sample: %+v %v", rx, err)
+	}
+}
+
+func TestExtractHiddenFromPatient(t *testing.T) {
+	base := NewSample(9)
+	hidden := base
+	hidden.HiddenFromPatient = true
+	xdmOnly := func(s Sample) []byte {
+		return entity("", testPart{"Content-Type: text/plain\n", "voir PDF"}, xdmPart(s.xdmZip([]byte("%PDF"), "application/pdf", "DOC0001.PDF")))
+	}
+	both := func(fhir, xdm Sample) []byte { fhir.XDM = true; return fhir.render(xdm) }
+	withMeta := func(meta string) []byte {
+		return entity("", fhirPart("", strings.Replace(bundleJSON("RX1", goodINS, goodIDNPS, medEntry), `"type":`, `"meta":`+meta+`,"type":`, 1)))
+	}
+	classified := func(scheme, node string) []byte {
+		eo := strings.Replace(extrinsic("RX1", goodPID, goodAuthor), "<ExternalIdentifier",
+			`<Classification classificationScheme="`+scheme+`" nodeRepresentation="`+node+`"/><ExternalIdentifier`, 1)
+		return entity("", xdmPart(zipWith(t, "IHE_XDM/SUBSET01/METADATA.XML", metadataXML(eo))))
+	}
+	tests := []struct {
+		name    string
+		content []byte
+		want    bool
+	}{
+		{"FHIR only, visible", base.Content(), false},
+		{"FHIR only, hidden", hidden.Content(), true},
+		{"XDM only, visible", xdmOnly(base), false},
+		{"XDM only, hidden", xdmOnly(hidden), true},
+		{"both hidden", both(hidden, hidden), true},
+		{"hidden in FHIR only", both(hidden, base), true},
+		{"hidden in XDM only", both(base, hidden), true},
+		{"both visible", both(base, base), false},
+		{"other security code", withMeta(`{"security":[{"code":"N"},{"code":"MASQUE_PS"}]}`), false},
+		{"security code among others", withMeta(`{"security":[{"code":"N"},{"system":"x","code":" INVISIBLE_PATIENT "}]}`), true},
+		{"meta without security", withMeta(`{"versionId":"1"}`), false},
+		{"code case differs", withMeta(`{"security":[{"code":"invisible_patient"}]}`), false},
+		{"XDM other confidentiality code", classified(schemeConfidentiality, "N"), false},
+		{"XDM code under another scheme", classified("urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a", CodeInvisiblePatient), false},
+		{"XDM confidentiality code", classified(schemeConfidentiality, CodeInvisiblePatient), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rx, err := ExtractPrescription(tt.content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rx.HiddenFromPatient != tt.want {
+				t.Fatalf("HiddenFromPatient %v, want %v", rx.HiddenFromPatient, tt.want)
+			}
+		})
+	}
+	for name, meta := range map[string]string{
+		"security not an array": `{"security":{"code":"INVISIBLE_PATIENT"}}`,
+		"code not a string":     `{"security":[{"code":1}]}`,
+		"meta not an object":    `"INVISIBLE_PATIENT"`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ExtractPrescription(withMeta(meta))
+			wantError(t, err, KindPrescription, "FHIR part is not valid JSON")
+		})
+	}
+	// The generator writes what the DMP writes.
+	if j := string(hidden.fhirBundle()); !strings.Contains(j, `"meta": {`) || !strings.Contains(j, `"code": "INVISIBLE_PATIENT"`) {
+		t.Fatalf("bundle lacks meta.security:\n%s", j)
+	}
+	md := string(hidden.xdmMetadata([]byte("%PDF"), "application/pdf", "DOC0001.PDF"))
+	if !strings.Contains(md, `classificationScheme="urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f" classifiedObject="Document01" nodeRepresentation="INVISIBLE_PATIENT"`) {
+		t.Fatalf("metadata lacks the confidentiality code:\n%s", md)
+	}
+}
+
+// TestSampleNewFieldsOnlyWhenSet: the zero values of the new Sample fields
+// leave the rendering unchanged (other tests compare bytes).
+func TestSampleNewFieldsOnlyWhenSet(t *testing.T) {
+	s := sample(11)
+	c := s.Content()
+	for _, absent := range []string{"X-Ordonnance-Opposition", "X-MSS-INS", "INVISIBLE_PATIENT", `"meta"`} {
+		if bytes.Contains(c, []byte(absent)) || bytes.Contains(s.fhirBundle(), []byte(absent)) {
+			t.Fatalf("zero sample renders %s", absent)
+		}
+	}
+	s.MSSINS = "O"
+	if v, ok := HeaderField(s.Content(), "X-MSS-INS"); !ok || v != "O" {
+		t.Fatalf("X-MSS-INS %q %v", v, ok)
+	}
+	if rx, err := ExtractPrescription(s.Content()); err != nil || rx.Opposition || rx.HiddenFromPatient {
+		t.Fatalf("%+v %v", rx, err)
+	}
+}

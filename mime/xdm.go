@@ -27,6 +27,8 @@ const (
 	schemeUniqueID  = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" // XDSDocumentEntry.uniqueId
 	schemePatientID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427" // XDSDocumentEntry.patientId
 	schemeAuthor    = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d" // XDSDocumentEntry.author
+	// XDSDocumentEntry.confidentialityCode (IHE ITI TF-3 §4.2.5.1).
+	schemeConfidentiality = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
 )
 
 // xdmMetadata is what the relay reads from METADATA.XML.
@@ -34,6 +36,7 @@ type xdmMetadata struct {
 	uniqueIDs []string // one per document (ExtrinsicObject)
 	ins       string
 	idnps     string
+	hidden    bool // a document has confidentialityCode INVISIBLE_PATIENT
 }
 
 // parseXDM opens the archive with its limits and reads
@@ -133,6 +136,7 @@ type rimSlot struct {
 
 type rimClassification struct {
 	Scheme string    `xml:"classificationScheme,attr"`
+	Node   string    `xml:"nodeRepresentation,attr"`
 	Slots  []rimSlot `xml:"Slot"`
 }
 
@@ -213,6 +217,9 @@ func (md *xdmMetadata) add(eo *rimExtrinsicObject) error {
 	md.ins = id
 
 	for _, c := range eo.Classifications {
+		if c.Scheme == schemeConfidentiality && strings.TrimSpace(c.Node) == CodeInvisiblePatient {
+			md.hidden = true
+		}
 		if c.Scheme != schemeAuthor {
 			continue
 		}
