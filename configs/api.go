@@ -25,9 +25,19 @@ type Config struct {
 	// Retention of filed messages (retention.go).
 	Retention Retention `toml:"retention"`
 
+	// Patients' secure mailboxes and the registry of patients who chose
+	// messaging-only delivery (registry.go).
+	Patients Patients `toml:"patients"`
+	// Outbound is the queue that forwards prescriptions to other
+	// operators, patients' mailboxes first (outbound.go).
+	Outbound Outbound `toml:"outbound"`
+
 	// byAddress indexes Accounts by normalised address (see Account); built
 	// by Parse. A Config built by hand has none and is searched linearly.
 	byAddress map[string]int
+	// registry is the patient registry read from Patients.Registry by
+	// Parse; nil when there is none (see PatientRegistry).
+	registry *Registry
 }
 
 // Server is the relay's identity and storage.

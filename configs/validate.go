@@ -118,6 +118,8 @@ func (v *validator) run() {
 	v.accounts()
 	v.claim() // after accounts: the claim address must not be one
 	v.retention()
+	v.patients() // after server: patients.domain must not be mail_domain
+	v.outbound() // after tls and trust: their files are the defaults
 }
 
 // has reports whether key is written in the file.
@@ -595,14 +597,17 @@ func intRange[T int | int64](v *validator, key string, p *T, def, lo, hi T, unit
 	return true
 }
 
-func durationRange(v *validator, key string, p *Duration, def, lo, hi time.Duration) {
+// durationRange is intRange for durations.
+func durationRange(v *validator, key string, p *Duration, def, lo, hi time.Duration) bool {
 	if !v.has(key) {
 		p.Duration = def
-		return
+		return true
 	}
 	if p.Duration < lo || p.Duration > hi {
 		v.fail(key, "%s is out of range: must be from %s to %s", p.Duration, lo, hi)
+		return false
 	}
+	return true
 }
 
 func (v *validator) limits() {
