@@ -110,6 +110,10 @@ type Limits struct {
 	// MaxConnectionsPerIP caps one client address's simultaneous
 	// connections on each listener (default 100).
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// MaxConnectionRatePerIP caps the new connections one client network
+	// (an IPv4 address, an IPv6 /64) may open a minute on each listener,
+	// in bursts of as many (default 300).
+	MaxConnectionRatePerIP int `toml:"max_connection_rate_per_ip"`
 	// MaxIMAPSessionsPerAccount bounds one account's simultaneous
 	// authenticated IMAP sessions (default 20): a LOGIN beyond it gets
 	// NO [LIMIT] (RFC 5530).

@@ -40,6 +40,13 @@ const (
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultMaxConnections  = 1000
 	DefaultMaxConnsPerIP   = 100
+	// DefaultMaxConnRatePerIP (new connections a minute from one client
+	// network): mox uses the same 300 a minute for its SMTP and IMAP
+	// listeners. A mail client reconnects a few times a minute at most,
+	// and a practice of many workstations behind one NAT address stays
+	// well under it, while a reconnect loop or handshake flood is cut to
+	// five connections a second.
+	DefaultMaxConnRatePerIP = 300
 	// DefaultMaxIMAPSessionsPerAccount: a mail client opens a few
 	// connections per account (Thunderbird up to 5 by default, plus one
 	// per IDLE'd folder); a practice with several workstations on one
@@ -625,6 +632,7 @@ func (v *validator) limits() {
 	durationRange(v, "limits.shutdown_timeout", &l.ShutdownTimeout, DefaultShutdownTimeout, time.Second, 10*time.Minute)
 	intRange(v, "limits.max_connections", &l.MaxConnections, DefaultMaxConnections, 1, 100000, "")
 	intRange(v, "limits.max_connections_per_ip", &l.MaxConnectionsPerIP, DefaultMaxConnsPerIP, 1, 100000, "")
+	intRange(v, "limits.max_connection_rate_per_ip", &l.MaxConnectionRatePerIP, DefaultMaxConnRatePerIP, 1, 100000, " a minute")
 	intRange(v, "limits.max_imap_sessions_per_account", &l.MaxIMAPSessionsPerAccount, DefaultMaxIMAPSessionsPerAccount, 1, 10000, "")
 	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
 		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)

@@ -2,9 +2,12 @@ package relay_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"mssrelay/relay"
 	"mssrelay/relay/demo"
 	"mssrelay/relay/submit"
+	"mssrelay/store"
 )
 
 // TestConnectionLimit: past limits.max_connections (or, from one address,
@@ -185,5 +189,202 @@ func TestSlowClientCutOff(t *testing.T) {
 	}
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "421 ") && !strings.HasPrefix(last, "500 ") {
 		t.Errorf("session ended with %q, want a 421 or 500 closing reply", last)
+	}
+}
+
+// TestConnectionRateLimit: past limits.max_connection_rate_per_ip new
+// connections a minute from one address, each listener answers "busy" on
+// plaintext and closes TLS connections without a word, while the
+// connections it accepted go on. Loopback is not exempt. (Buckets per
+// client network, refill and memory bounds: TestRateLimiter* in
+// limit_test.go, with a hand-moved clock.)
+func TestConnectionRateLimit(t *testing.T) {
+	// One connection a minute: a refill cannot come within the test.
+	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxConnectionRatePerIP = 1 })
+	for _, tc := range []struct {
+		kind     string
+		tls      bool
+		greeting string // first line of an accepted connection
+		busy     string // what a connection over the rate reads; "" for none
+		noop, ok string // a command and the start of its success reply
+	}{
+		{relay.SMTPSubmission, false, "220 ", "421 4.3.2 Too many connections", "NOOP", "250 "},
+		{relay.IMAPSTARTTLS, false, "* OK", "* BYE Too many connections", "a NOOP", "a OK"},
+		{relay.SMTPSubmissionTLS, true, "220 ", "", "NOOP", "250 "},
+		{relay.IMAPTLS, true, "* OK", "", "a NOOP", "a OK"},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			dial := func() (net.Conn, string, error) {
+				var c net.Conn
+				var err error
+				d := &net.Dialer{Timeout: 5 * time.Second}
+				if tc.tls {
+					c, err = tls.DialWithDialer(d, "tcp", h.addrs[tc.kind], h.clientTLS())
+				} else {
+					c, err = d.Dial("tcp", h.addrs[tc.kind])
+				}
+				if err != nil {
+					return nil, "", err
+				}
+				// The bound only keeps a broken server from hanging the test.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("the server neither answered nor closed: %v", err)
+				}
+				return c, line, err
+			}
+			first, line, err := dial()
+			if err != nil || !strings.HasPrefix(line, tc.greeting) {
+				t.Fatalf("first connection: %q, %v", line, err)
+			}
+			defer first.Close()
+			second, line, err := dial()
+			if second != nil {
+				second.Close()
+			}
+			switch {
+			case tc.busy != "" && !strings.HasPrefix(line, tc.busy):
+				t.Fatalf("second connection within the minute got %q (%v), want %q", line, err, tc.busy)
+			case tc.busy == "" && (err == nil || line != ""):
+				t.Fatalf("second TLS connection within the minute got %q (%v), want it closed without a word", line, err)
+			}
+			// The accepted session is untouched by the refusal.
+			if _, err := fmt.Fprintf(first, "%s\r\n", tc.noop); err != nil {
+				t.Fatal(err)
+			}
+			line, err = bufio.NewReader(first).ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, tc.ok) {
+				t.Fatalf("NOOP on the accepted connection: %q, %v", line, err)
+			}
+		})
+	}
+}
+
+// TestIMAPTooManyErrors: an IMAP session that gives 20 failed commands in
+// a row, before or after logging in, is told "* BYE Too many errors"
+// (RFC 3501 §7.1.5) and closed; a successful command starts the count
+// again; the closing is audited as imap.refuse. A new session starts
+// afresh. (SMTP: TestSessionRefusalCap.)
+func TestIMAPTooManyErrors(t *testing.T) {
+	h := newHarnessWith(t, func(c *configs.Config) {
+		// Failed logins are answered after a delay that doubles; keep it
+		// short, and keep the address lockout (which would refuse the
+		// later subtests' logins) out of reach: the session cap comes
+		// first.
+		c.Auth.FailureDelay.Duration = time.Millisecond
+		c.Auth.MaxFailures = 1000
+	})
+	const maxErrors = 20 // imapd.DefaultMaxErrors
+	for _, tc := range []struct {
+		name    string
+		login   bool   // log in first
+		failing string // a command answered NO
+	}{
+		{"failed logins", false, `LOGIN "nobody@mssante.test" "wrong"`},
+		{"failing commands after login", true, `SELECT "No such folder"`},
+		{"failing STATUS after login", true, `STATUS "Nope" (MESSAGES)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: waitLimit}, "tcp", h.addrs[relay.IMAPTLS], h.clientTLS())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			// The bound only keeps a broken server from hanging the test.
+			_ = conn.SetDeadline(time.Now().Add(waitLimit))
+			r := bufio.NewReader(conn)
+			if l, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "* OK") {
+				t.Fatalf("greeting %q, %v", l, err)
+			}
+			// send writes a command and returns its tagged answer.
+			send := func(tag, cmd string) string {
+				t.Helper()
+				if _, err := fmt.Fprintf(conn, "%s %s\r\n", tag, cmd); err != nil {
+					t.Fatalf("%s: %v", cmd, err)
+				}
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						t.Fatalf("%s %s: %v", tag, cmd, err)
+					}
+					if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+						return strings.TrimSpace(rest)
+					}
+					if strings.HasPrefix(l, "* BYE") {
+						t.Fatalf("%s %s: BYE too early: %q", tag, cmd, l)
+					}
+				}
+			}
+			if tc.login {
+				u := h.info.Pharmacy
+				if st := send("L", fmt.Sprintf("LOGIN %q %q", u.Address, u.Password)); !strings.HasPrefix(st, "OK") {
+					t.Fatalf("LOGIN: %s", st)
+				}
+				// One short of the limit, then a success: the count
+				// starts again.
+				for i := 1; i < maxErrors; i++ {
+					if st := send(fmt.Sprintf("E%d", i), tc.failing); !strings.HasPrefix(st, "NO") {
+						t.Fatalf("failing command %d answered %q, want NO", i, st)
+					}
+				}
+				if st := send("S", `SELECT "INBOX"`); !strings.HasPrefix(st, "OK") {
+					t.Fatalf("SELECT INBOX: %s", st)
+				}
+			}
+			for i := 1; i < maxErrors; i++ {
+				if st := send(fmt.Sprintf("F%d", i), tc.failing); !strings.HasPrefix(st, "NO") {
+					t.Fatalf("failing command %d answered %q, want NO", i, st)
+				}
+			}
+			// The last one: BYE (before or after its tagged NO), then EOF.
+			if _, err := fmt.Fprintf(conn, "LAST %s\r\n", tc.failing); err != nil {
+				t.Fatal(err)
+			}
+			var rest []string
+			for {
+				l, err := r.ReadString('\n')
+				if l != "" {
+					rest = append(rest, strings.TrimSpace(l))
+				}
+				if err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						t.Fatalf("session left open after %d errors; read %q", maxErrors, rest)
+					}
+					break
+				}
+			}
+			if !slices.Contains(rest, "* BYE Too many errors") {
+				t.Fatalf("after %d errors the server sent %q, want * BYE Too many errors", maxErrors, rest)
+			}
+		})
+	}
+	// A new session is not held to the old one's count.
+	h.imap(h.info.Pharmacy, nil).Logout()
+
+	h.shutdown() // flushes the audit queue and closes the store
+	st, err := store.Open(filepath.Join(h.dir, relay.DBFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var refusals []store.AuditRecord
+	if _, err := st.AuditVerify(func(r store.AuditRecord) {
+		if r.Kind == "imap.refuse" {
+			refusals = append(refusals, r)
+		}
+	}); err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	if len(refusals) != 3 {
+		t.Fatalf("%d imap.refuse records, want 3: %+v", len(refusals), refusals)
+	}
+	for i, r := range refusals {
+		if r.Outcome != "BYE" || !strings.Contains(r.Detail, "20 failed commands in a row") || r.Remote == "" {
+			t.Errorf("refusal %d: %+v", i, r)
+		}
+		if wantActor := map[bool]string{true: h.info.Pharmacy.Address, false: "-"}[i > 0]; r.Actor != wantActor {
+			t.Errorf("refusal %d actor %q, want %q", i, r.Actor, wantActor)
+		}
 	}
 }

@@ -316,7 +316,7 @@ func (r *Relay) Listen() error {
 				r.closeListeners()
 				return fmt.Errorf("%s listener on %s: %w", g.kind, a, err)
 			}
-			l = newLimitListener(l, r.cfg.Limits.MaxConnections, r.cfg.Limits.MaxConnectionsPerIP, busyReply(g.kind))
+			l = newLimitListener(l, r.cfg.Limits.MaxConnections, r.cfg.Limits.MaxConnectionsPerIP, r.cfg.Limits.MaxConnectionRatePerIP, busyReply(g.kind))
 			r.listeners = append(r.listeners, bound{kind: g.kind, l: l})
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -39,7 +40,30 @@ type Config struct {
 	// sessions over every listener of the service; a LOGIN beyond it gets
 	// NO [LIMIT] (RFC 5530). 0: no limit.
 	MaxSessionsPerAccount int
+	// MaxErrors is how many failed commands in a row (NO or BAD answers
+	// from the session, with no successful command between) a session may
+	// give before it is told "* BYE Too many errors" and closed (RFC 3501
+	// §7.1.5). 0: DefaultMaxErrors.
+	MaxErrors int
+	// LoginTimeout is how long a session may stay unauthenticated before
+	// it is told BYE and closed. 0: DefaultLoginTimeout.
+	LoginTimeout time.Duration
 }
+
+// Defaults of the hostile-client bounds in Config.
+const (
+	// DefaultMaxErrors: Dovecot also disconnects after 20 bad commands
+	// in a row. Mail clients answered NO now and then (a folder another
+	// client deleted, a full quota) succeed in between and never get
+	// near it; a client looping on a failing command, or guessing
+	// passwords on one connection, reaches it quickly.
+	DefaultMaxErrors = 20
+	// DefaultLoginTimeout: long enough for a mail client that asks its
+	// user for the password after connecting (Dovecot's login processes
+	// allow the same three minutes), short enough that unauthenticated
+	// connections kept alive with NOOP or CAPABILITY cannot pile up.
+	DefaultLoginTimeout = 3 * time.Minute
+)
 
 // caps lists what the backend really implements. Advertising a capability
 // whose interface the session lacks panics go-imap, and IMAP4rev2 implies
@@ -140,12 +164,29 @@ func (s *Service) newSession(c *imapserver.Conn) (imapserver.Session, *imapserve
 	s.conns[c] = struct{}{}
 	s.cfg.Metrics.SessionOpened(metrics.IMAP)
 	remote := c.NetConn().RemoteAddr().String()
-	return &session{
+	sess := &session{
 		svc:    s,
 		conn:   c,
 		remote: remote,
 		log:    s.cfg.Log.With("proto", "imap", "remote", remote),
-	}, nil, nil
+	}
+	// The login deadline starts with the greeting; Login or Close stops it.
+	sess.loginTimer = time.AfterFunc(s.loginTimeout(), sess.loginExpired)
+	return &guard{sess}, nil, nil
+}
+
+func (s *Service) maxErrors() int {
+	if s.cfg.MaxErrors > 0 {
+		return s.cfg.MaxErrors
+	}
+	return DefaultMaxErrors
+}
+
+func (s *Service) loginTimeout() time.Duration {
+	if s.cfg.LoginTimeout > 0 {
+		return s.cfg.LoginTimeout
+	}
+	return DefaultLoginTimeout
 }
 
 func (s *Service) forget(c *imapserver.Conn) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -35,6 +36,16 @@ type session struct {
 	// counted: this session holds one of its account's session slots
 	// (Service.acquire), released by Close.
 	counted bool
+
+	// Hostile-client bounds (guard): errs counts the failed commands
+	// since the last successful one, closing is set once the session has
+	// been told BYE. Both are only touched from go-imap's goroutine for
+	// the connection.
+	errs    int
+	closing bool
+	// loggedIn is read by loginTimer's goroutine, hence atomic.
+	loggedIn   atomic.Bool
+	loginTimer *time.Timer
 }
 
 var (
@@ -42,12 +53,18 @@ var (
 	_ imapserver.SessionMove        = (*session)(nil)
 	_ imapserver.SessionNamespace   = (*session)(nil)
 	_ imapserver.SessionAppendLimit = (*session)(nil)
+
+	// What go-imap is handed: the same interfaces, through the guard.
+	_ imapserver.SessionMove        = (*guard)(nil)
+	_ imapserver.SessionNamespace   = (*guard)(nil)
+	_ imapserver.SessionAppendLimit = (*guard)(nil)
 )
 
 // Close implements imapserver.Session.
 func (s *session) Close() error {
 	// go-imap calls Close once, when the connection ends for any reason
 	// (LOGOUT, a dropped connection, a timeout, shutdown).
+	s.loginTimer.Stop()
 	if s.counted {
 		s.svc.release(s.account.Address)
 		s.counted = false
@@ -88,6 +105,8 @@ func (s *session) Login(username, password string) error {
 		return s.bug(err)
 	}
 	s.counted = true
+	s.loggedIn.Store(true)
+	s.loginTimer.Stop()
 	s.account = acct
 	s.log = s.log.With("account", acct.Address)
 	s.log.Info("imap login ok")
@@ -515,4 +534,242 @@ func (s *session) viewError(err error) error {
 func (s *session) bug(err error) error {
 	s.log.Error("imap command failed", "err", err)
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error, try again later"}
+}
+
+// auditIMAPRefuse is the audit kind of a session closed for misbehaving
+// (too many errors, no login in time). The store accepts any
+// [a-z]+(\.[a-z]+)* kind.
+const auditIMAPRefuse = "imap.refuse"
+
+// guard is the session go-imap is handed. Every command that reaches the
+// backend passes through it to the session, and its answer is counted:
+// after Config.MaxErrors failed commands in a row the client is told
+// "* BYE Too many errors" (RFC 3501 §7.1.5) and the connection closed, as
+// an SMTP session is after too many refusals. A client looping on a
+// failing command, or guessing passwords on one connection (the address
+// lockout in relay/auth bounds that across connections), stops costing
+// store lookups and audit records.
+//
+// In a row, not in all: a successful command starts the count again, as
+// in Dovecot. A total would end, sooner or later, every long-lived session
+// of a client that meets an ordinary NO now and then (a folder removed by
+// another client, a full quota), and an authenticated client can issue
+// any number of successful commands anyway, so a total would bound no
+// cost.
+//
+// What is counted: NO and BAD answers the session gives, except
+// [SERVERBUG] (a store failure is not the client's doing), and not a
+// connection that failed mid-command. What is not: go-imap answers some
+// commands without calling the session (syntax errors, commands in the
+// wrong state, LOGIN before TLS, STARTTLS twice, unknown commands after
+// login), and gives no hook to observe those answers: imapserver.Options
+// has only a server-wide DebugWriter, not one per connection. The
+// library itself closes a session at the first unknown command before
+// login; other unobservable commands before login (NOOP, CAPABILITY,
+// malformed ones) are bounded in time instead of in number, by
+// Config.LoginTimeout.
+//
+// Methods the guard does not wrap are promoted from the session
+// unchanged: those that cannot fail for the client's doing (Unselect,
+// Namespace, AppendLimit), Poll and Idle (their errors are the
+// connection's), and any verb added to *session later.
+type guard struct{ *session }
+
+// result counts err if it is a failed command (a success resets the
+// count), and closes the session at the limit. It returns err unchanged:
+// the client still gets its answer for this command if the connection is
+// still open when go-imap writes it.
+func (s *session) result(err error) error {
+	if err == nil {
+		s.errs = 0
+		return nil
+	}
+	if s.closing || !isFailure(err) {
+		return err
+	}
+	s.errs++
+	if s.errs >= s.svc.maxErrors() {
+		s.log.Warn("imap session closed: too many errors", "errors", s.errs)
+		s.bye("Too many errors", fmt.Sprintf("%d failed commands in a row", s.errs))
+	}
+	return err
+}
+
+// isFailure says whether err is a NO or BAD the client caused.
+func isFailure(err error) bool {
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		return false // nil, or I/O: the connection is failing anyway
+	}
+	return (ie.Type == imap.StatusResponseTypeNo || ie.Type == imap.StatusResponseTypeBad) &&
+		ie.Code != imap.ResponseCodeServerBug
+}
+
+// bye audits the refusal and closes the session with an untagged BYE.
+//
+// It runs conn.Bye on another goroutine: go-imap may hold the
+// connection's write lock while it calls the session (AUTHENTICATE keeps
+// it across Login), and Bye takes that lock, so calling it here could
+// deadlock. The BYE goes out once the current command's writes are done,
+// just before or just after its tagged answer; either way the client
+// reads BYE and the connection closes.
+func (s *session) bye(text, detail string) {
+	s.closing = true
+	actor := ""
+	if s.account != nil {
+		actor = s.account.Address
+	}
+	s.audit(auditIMAPRefuse, actor, "proto=imap", "BYE", detail)
+	conn := s.conn
+	go func() { _ = conn.Bye(text) }()
+}
+
+// errClosing answers commands that slip in between the decision to close
+// and the BYE.
+var errClosing = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Too many errors, closing"}
+
+// loginExpired closes a session still unauthenticated after
+// Config.LoginTimeout. It runs on the timer's goroutine: it reads only
+// what does not change after newSession, and loggedIn.
+func (s *session) loginExpired() {
+	if s.loggedIn.Load() {
+		return
+	}
+	timeout := s.svc.loginTimeout()
+	s.svc.cfg.Log.Info("imap session closed: no login in time", "proto", "imap", "remote", s.remote, "timeout", timeout.String())
+	s.audit(auditIMAPRefuse, "", "proto=imap", "BYE", "no login within "+timeout.String())
+	_ = s.conn.Bye("Login timeout, reconnect to log in")
+}
+
+// Login implements imapserver.Session.
+func (g *guard) Login(username, password string) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Login(username, password))
+}
+
+// Select implements imapserver.Session.
+func (g *guard) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	if g.closing {
+		return nil, errClosing
+	}
+	d, err := g.session.Select(name, options)
+	return d, g.result(err)
+}
+
+// Create implements imapserver.Session.
+func (g *guard) Create(name string, options *imap.CreateOptions) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Create(name, options))
+}
+
+// Delete implements imapserver.Session.
+func (g *guard) Delete(name string) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Delete(name))
+}
+
+// Rename implements imapserver.Session.
+func (g *guard) Rename(from, to string, options *imap.RenameOptions) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Rename(from, to, options))
+}
+
+// Subscribe implements imapserver.Session.
+func (g *guard) Subscribe(name string) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Subscribe(name))
+}
+
+// Unsubscribe implements imapserver.Session.
+func (g *guard) Unsubscribe(name string) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Unsubscribe(name))
+}
+
+// List implements imapserver.Session.
+func (g *guard) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.List(w, ref, patterns, options))
+}
+
+// Status implements imapserver.Session.
+func (g *guard) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	if g.closing {
+		return nil, errClosing
+	}
+	d, err := g.session.Status(name, options)
+	return d, g.result(err)
+}
+
+// Append implements imapserver.Session.
+func (g *guard) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	if g.closing {
+		return nil, errClosing
+	}
+	d, err := g.session.Append(name, r, options)
+	return d, g.result(err)
+}
+
+// Expunge implements imapserver.Session.
+func (g *guard) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Expunge(w, uids))
+}
+
+// Search implements imapserver.Session.
+func (g *guard) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+	if g.closing {
+		return nil, errClosing
+	}
+	d, err := g.session.Search(kind, criteria, options)
+	return d, g.result(err)
+}
+
+// Fetch implements imapserver.Session.
+func (g *guard) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Fetch(w, numSet, options))
+}
+
+// Store implements imapserver.Session.
+func (g *guard) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Store(w, numSet, flags, options))
+}
+
+// Copy implements imapserver.Session.
+func (g *guard) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+	if g.closing {
+		return nil, errClosing
+	}
+	d, err := g.session.Copy(numSet, dest)
+	return d, g.result(err)
+}
+
+// Move implements imapserver.SessionMove.
+func (g *guard) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	if g.closing {
+		return errClosing
+	}
+	return g.result(g.session.Move(w, numSet, dest))
 }
