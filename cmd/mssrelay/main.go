@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 const usage = `mssrelay — secure health messaging relay for electronic prescriptions
@@ -25,6 +26,10 @@ Usage:
   mssrelay rx show [-content] NUMBER             what was filed under a prescription number (relay stopped)
   mssrelay audit verify [-data DIR]              check the audit trail's hash chain (relay stopped)
   mssrelay audit export [-since T] [-o FILE]     audit records as JSON lines (relay stopped)
+  mssrelay queue list                            the outbound queue: copies for patients, notifications (relay stopped)
+  mssrelay queue show [-raw] ID                  one job's fields, or its rendered message (relay stopped)
+  mssrelay queue retry ID|all                    make a job, or every job, due now (relay stopped)
+  mssrelay queue drop ID [-reason TEXT]          remove a job; the prescriber of a dropped copy is told (relay stopped)
   mssrelay backup FILE                           consistent snapshot of the store, relay running or not
   mssrelay restore FILE                          replace the store with a backup; new UIDVALIDITYs (relay stopped)
   mssrelay compact [-o NEWFILE] [-no-backup]     rewrite the store without free space (relay stopped)
@@ -74,6 +79,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdRestore(args, stdout)
 	case "mailbox":
 		err = cmdMailbox(args, stdout)
+	case "queue":
+		err = cmdQueue(ctx, args, stdout, time.Now)
 	case "version":
 		fmt.Fprintln(stdout, "mssrelay", version)
 	case "help", "-h", "--help":

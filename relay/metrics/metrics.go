@@ -51,6 +51,12 @@ type Sources struct {
 		Stats() store.Stats
 		Path() string
 	}
+	// Queue is the outbound queue (*store.Store): its jobs are counted at
+	// each scrape (one read transaction over the queue bucket, which holds
+	// only undelivered jobs).
+	Queue interface {
+		QueueStats() (store.QueueStats, error)
+	}
 }
 
 // Buckets, in seconds. DATA spans the client's transfer, the checks and the
@@ -61,7 +67,25 @@ type Sources struct {
 var (
 	dataBuckets   = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 	verifyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+	// One successful outbound delivery: dialling, TLS handshakes, the
+	// transfer and the peer's reply. Tens of milliseconds on a healthy link,
+	// up to relay/outbound's timeouts (30s to connect, 10 min for DATA).
+	outboundBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
+
+// Outbound attempt outcomes, the outcome label of
+// mssrelay_outbound_attempts_total.
+const (
+	OutboundDelivered = "delivered" // the peer accepted (250), or filed locally
+	OutboundRetry     = "retry"     // a temporary failure: the job stays queued
+	OutboundFailed    = "failed"    // a permanent failure, or max_age reached: the job ends
+)
+
+// outboundKinds are the job kinds used as labels; anything else is folded
+// into "other" so that the series count stays fixed.
+var outboundKinds = []string{store.JobForward, store.JobDSN, store.JobMDN, store.JobExecuted}
+
+var outboundOutcomes = []string{OutboundDelivered, OutboundRetry, OutboundFailed}
 
 // Metrics holds the relay's metrics and the registry they are served from.
 type Metrics struct {
@@ -73,6 +97,10 @@ type Metrics struct {
 	smtpSessions  prometheus.Gauge
 	imapSessions  prometheus.Gauge
 	authFailures  *prometheus.CounterVec // proto
+
+	outboundAttempts *prometheus.CounterVec // kind, outcome
+	outboundSeconds  prometheus.Histogram
+	queue            *queueCollector // nil without Sources.Queue
 }
 
 // New creates the metrics on a fresh registry, with the Go runtime and
@@ -106,6 +134,15 @@ func New(src Sources) *Metrics {
 			Name: "mssrelay_auth_failures_total",
 			Help: "Failed or refused logins (wrong credentials, or address locked out), by protocol.",
 		}, []string{"proto"}),
+		outboundAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mssrelay_outbound_attempts_total",
+			Help: "Outbound delivery attempts (patients' copies and notifications to prescribers) by job kind and outcome (delivered, retry, failed).",
+		}, []string{"kind", "outcome"}),
+		outboundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mssrelay_outbound_delivery_seconds",
+			Help:    "Time a successful outbound delivery took, from dialling (or filing locally) to the acceptance.",
+			Buckets: outboundBuckets,
+		}),
 	}
 	// Series that exist from the start read 0 rather than being absent,
 	// so that rate() and alerts on them work before the first event.
@@ -113,9 +150,15 @@ func New(src Sources) *Metrics {
 	m.messages.WithLabelValues(string(Duplicate), "")
 	m.authFailures.WithLabelValues(string(SMTP))
 	m.authFailures.WithLabelValues(string(IMAP))
+	for _, k := range outboundKinds {
+		for _, o := range outboundOutcomes {
+			m.outboundAttempts.WithLabelValues(k, o)
+		}
+	}
 
 	m.reg.MustRegister(
 		m.messages, m.dataSeconds, m.verifySeconds, m.smtpSessions, m.imapSessions, m.authFailures,
+		m.outboundAttempts, m.outboundSeconds,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -147,7 +190,80 @@ func New(src Sources) *Metrics {
 			}, func() float64 { return fileSize(s.Path()) }),
 		)
 	}
+	if q := src.Queue; q != nil {
+		m.queue = newQueueCollector(q, time.Now)
+		m.reg.MustRegister(m.queue)
+	}
 	return m
+}
+
+// queueCollector exports the outbound queue as it is at scrape time. One
+// QueueStats call feeds both gauges, so that they describe the same state.
+type queueCollector struct {
+	src interface {
+		QueueStats() (store.QueueStats, error)
+	}
+	now    func() time.Time
+	jobs   *prometheus.Desc
+	oldest *prometheus.Desc
+}
+
+func newQueueCollector(src interface {
+	QueueStats() (store.QueueStats, error)
+}, now func() time.Time) *queueCollector {
+	return &queueCollector{
+		src: src,
+		now: now,
+		jobs: prometheus.NewDesc("mssrelay_queue_jobs",
+			"Jobs in the outbound queue (copies for patients, notifications for prescribers) by kind (NaN when the store cannot be read).",
+			[]string{"kind"}, nil),
+		oldest: prometheus.NewDesc("mssrelay_queue_oldest_age_seconds",
+			"Age of the oldest job in the outbound queue; 0 when it is empty (NaN when the store cannot be read).",
+			nil, nil),
+	}
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.jobs
+	ch <- c.oldest
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.src.QueueStats()
+	if err != nil {
+		// Like mssrelay_store_bytes: a reading that cannot be made is NaN,
+		// not 0, so that "queue empty" is never claimed by mistake.
+		for _, k := range outboundKinds {
+			ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, math.NaN(), k)
+		}
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, math.NaN())
+		return
+	}
+	counts := make(map[string]int, len(outboundKinds)+1)
+	for _, k := range outboundKinds {
+		counts[k] = 0 // every kind present from the start
+	}
+	for k, n := range st.ByKind {
+		counts[kindLabel(k)] += n
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), k)
+	}
+	age := 0.0
+	if st.Jobs > 0 && !st.Oldest.IsZero() {
+		age = max(c.now().Sub(st.Oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age)
+}
+
+// kindLabel is a job kind as a label value.
+func kindLabel(k string) string {
+	for _, known := range outboundKinds {
+		if k == known {
+			return k
+		}
+	}
+	return "other"
 }
 
 func fileSize(path string) float64 {
@@ -221,6 +337,32 @@ func (m *Metrics) AuthFailed(p Proto) {
 		p = "other"
 	}
 	m.authFailures.WithLabelValues(string(p)).Inc()
+}
+
+// OutboundAttempt counts one delivery attempt of an outbound job of the
+// given kind (store.JobForward…) ending with outcome (OutboundDelivered,
+// OutboundRetry or OutboundFailed). Unknown values are counted as "other".
+func (m *Metrics) OutboundAttempt(kind, outcome string) {
+	if m == nil {
+		return
+	}
+	switch outcome {
+	case OutboundDelivered, OutboundRetry, OutboundFailed:
+	default:
+		outcome = "other"
+	}
+	m.outboundAttempts.WithLabelValues(kindLabel(kind), outcome).Inc()
+}
+
+// OutboundLatency records how long a successful delivery attempt took: d
+// runs from the start of the attempt (dialling the peer, or filing a local
+// notification) to its acceptance. How long jobs wait in the queue shows in
+// mssrelay_queue_oldest_age_seconds.
+func (m *Metrics) OutboundLatency(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.outboundSeconds.Observe(max(d, 0).Seconds())
 }
 
 // maxLabel bounds a reason label. Reasons are constants of the code
