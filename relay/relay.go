@@ -23,6 +23,7 @@ import (
 	"mssrelay/relay/imapd"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
+	"mssrelay/relay/outbound"
 	"mssrelay/relay/smtpd"
 	"mssrelay/signing"
 	"mssrelay/store"
@@ -70,12 +71,19 @@ type Relay struct {
 	trust    *signing.Trust
 	smtp     *smtpd.Service
 	imap     *imapd.Service
+	intake   *intake.Intake
+
+	// The outbound queue worker (relay/outbound) and the routes it
+	// reads, swapped on reload.
+	worker *outbound.Worker
+	routes atomic.Pointer[configs.Outbound]
 
 	// Observability (relay/metrics): metrics always; the admin HTTP
 	// server only when admin.listen is set. phase drives /readyz.
 	metrics *metrics.Metrics
 	admin   *http.Server
 	audit   *auditLog    // sessions' events, written without making them wait
+	fetches *fetchMarks  // first fetches, for the prescriptions' history
 	phase   atomic.Int32 // phaseStarting, phaseServing, phaseStopping
 
 	listeners []bound
@@ -139,7 +147,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 	dir := auth.New(cfg, auth.OptionsFrom(cfg.Auth))
 	// Metrics are kept even without an admin listener: a few atomic adds
 	// per message, and tools can read them through Metrics().
-	m := metrics.New(metrics.Sources{Auth: dir, Store: st})
+	m := metrics.New(metrics.Sources{Auth: dir, Store: st, Queue: st})
 	audit := newAuditLog(st, log)
 	in := &intake.Intake{
 		Audit:    audit.Record,
@@ -154,13 +162,23 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 	// QR-code claims by executants (relay/claim); settings are read at
 	// start only.
 	in.Claims = claim.New(claim.Options{Config: claim.ConfigFrom(cfg), Store: st, Log: log.With("service", "claim"), Audit: audit.Record})
-	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m, audit: audit}
+	in.SetForwarding(forwardingPolicy(cfg))
+	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m, audit: audit, intake: in,
+		fetches: newFetchMarks(st, log.With("service", "history"))}
+	r.routes.Store(&cfg.Outbound)
+	if r.worker, err = r.newWorker(cfg); err != nil {
+		r.fetches.close()
+		audit.close()
+		st.Close()
+		return nil, err
+	}
 	if cfg.Admin.Listen != "" {
 		// POST /backup lets `mssrelay backup` snapshot the store while the
 		// relay holds it; the token written in the data directory at each
 		// start authorises it (relay/metrics/backup.go).
 		tok, err := metrics.NewBackupToken(cfg.Server.DataDir)
 		if err != nil {
+			r.fetches.close()
 			audit.close()
 			st.Close()
 			return nil, err
@@ -211,6 +229,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		MaxAppend: uint32(maxAppend),
 		Metrics:   m,
 		Audit:     audit.Record,
+		Fetched:   r.fetches.record,
 		// Concurrent IMAP sessions per account (NO [LIMIT] past it).
 		MaxSessionsPerAccount: cfg.Limits.MaxIMAPSessionsPerAccount,
 	})
@@ -248,14 +267,20 @@ func ServerTLS(c configs.TLS, cert *CertHolder) *tls.Config {
 	return &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert.Get(), nil },
 		MinVersion:     c.Version(),
-		CipherSuites: []uint16{
-			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,
-			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
-		},
+		CipherSuites:   aeadSuites(),
+	}
+}
+
+// aeadSuites are the TLS 1.2 suites allowed in and out: ECDHE with AES-GCM
+// or ChaCha20-Poly1305.
+func aeadSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
 	}
 }
 
@@ -281,6 +306,7 @@ func (h *CertHolder) Get() *tls.Certificate { return h.p.Load() }
 // audit writer and the store. Serve does this itself when it returns.
 func (r *Relay) Close() error {
 	r.closeListeners()
+	r.fetches.close()
 	r.audit.close()
 	return r.store.Close()
 }
@@ -349,6 +375,7 @@ func (r *Relay) Addrs() map[string]string {
 func (r *Relay) Serve(ctx context.Context) error {
 	if r.listeners == nil {
 		if err := r.Listen(); err != nil {
+			r.fetches.close()
 			r.audit.close()
 			r.store.Close()
 			return err
@@ -388,6 +415,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		r.watchTrust(watchCtx, r.cfg.Trust.ReloadInterval.Duration)
+	}()
+
+	// The outbound queue: copies for patients, notifications; stopped
+	// with the watchers, before the store closes.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.worker.Run(watchCtx)
 	}()
 
 	// Retention: purge records past retention.records now and every
@@ -442,7 +477,9 @@ func (r *Relay) Serve(ctx context.Context) error {
 	r.closeListeners()
 	stopWatch()
 	wg.Wait()
-	// Sessions are gone: write their last audit events, then close.
+	// Sessions are gone: write their last audit events and fetch marks,
+	// then close.
+	r.fetches.close()
 	r.audit.close()
 	if err := r.store.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("closing store: %w", err))

@@ -11,8 +11,9 @@ import (
 
 // Reload re-reads the configuration file and applies, without dropping a
 // connection, what an administrator changes in daily operation: accounts
-// and passwords, the server certificate (rotation), and the trust files
-// (anchors, intermediates, CRLs re-read from the same paths). A new file
+// and passwords, the server certificate (rotation), the trust files
+// (anchors, intermediates, CRLs re-read from the same paths), the patient
+// registry and domain, and the outbound routes. A new file
 // that does not load is refused and logged; the running configuration
 // stays. Changes that need new sockets or a new store (listeners, data
 // directory, lists of trust files, limits) are reported as needing a
@@ -40,6 +41,10 @@ func (r *Relay) Reload() error {
 	}
 	r.auth.Replace(cfg)
 	r.store.SetQuota(quotaPolicy(cfg)) // [quota] and per-account quotas apply at once
+	// The patient registry and domain, and the outbound routes.
+	r.intake.SetForwarding(forwardingPolicy(cfg))
+	r.routes.Store(&cfg.Outbound)
+	r.worker.Kick()
 	for _, what := range needsRestart(r.cfg, cfg) {
 		r.log.Warn("changed setting needs a restart to apply", "setting", what)
 	}
@@ -68,6 +73,11 @@ func needsRestart(old, cur *configs.Config) []string {
 	check("tls.min_version", old.TLS.MinVersion, cur.TLS.MinVersion)
 	check("trust (list of files)", old.Trust, cur.Trust)
 	check("signer", old.Signer, cur.Signer)
+	// Routes apply at once; the rest of [outbound] (certificate, CAs,
+	// retry policy, workers) is read when the worker starts.
+	oldOut, curOut := old.Outbound, cur.Outbound
+	oldOut.Routes, curOut.Routes = nil, nil
+	check("outbound (except routes)", oldOut, curOut)
 	return out
 }
 

@@ -34,6 +34,10 @@ type Config struct {
 	// Audit records logins, fetches, flag changes and expunges (nil: not
 	// audited).
 	Audit func(store.AuditEvent)
+	// Fetched is told which records an account's client read the
+	// contents of (FETCH of a body section), for the prescriptions'
+	// history (store.MarkFetched); it must not block. nil: not recorded.
+	Fetched func(account string, records []uint64)
 	// Metrics records sessions and failed logins (nil: none).
 	Metrics *metrics.Metrics
 	// MaxSessionsPerAccount bounds one account's simultaneous logged-in

@@ -206,6 +206,13 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	if len(idx) > 0 && (len(options.BodySection) > 0 || len(options.BinarySection) > 0) {
 		// Who read which prescriptions: one record per FETCH of contents.
 		s.audit(store.AuditIMAPFetch, s.account.Address, fmt.Sprintf("mbox=%s uids=%s", sel.name, uidSet(sel.uids(idx))), "OK", "")
+		if f := s.svc.cfg.Fetched; f != nil {
+			ids := make([]uint64, len(idx))
+			for k, i := range idx {
+				ids[k] = sel.entries[i].RecordID
+			}
+			f(s.account.Address, ids)
+		}
 	}
 	setSeen := !sel.readOnly && fetchSetsSeen(options)
 	for _, i := range idx {

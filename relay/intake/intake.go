@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"mssrelay/configs"
@@ -40,6 +41,10 @@ type Intake struct {
 	// Claims answers messages to the claim address instead of this path
 	// (nil: no claim address; executants cannot submit at all).
 	Claims *claim.Service
+
+	// forwarding is the patient forwarding policy (forward.go); swapped
+	// whole on reload.
+	forwarding atomic.Pointer[Forwarding]
 }
 
 // Envelope is what the SMTP session knows about a transaction.
@@ -47,6 +52,9 @@ type Envelope struct {
 	Account    *configs.Account // authenticated sender
 	MailFrom   string
 	Recipients []*configs.Account
+	// Patients are patients' secure addresses (<INS>@patient domain) the
+	// prescriber wrote to directly: each asks for forwarding (forward.go).
+	Patients   []string
 	RemoteAddr string
 	Helo       string
 	TLS        string // e.g. "TLS1.3 TLS_AES_128_GCM_SHA256"
@@ -153,6 +161,7 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		recipients = append(recipients, a.Address)
 	}
 	messageID, _ := mime.HeaderField(signed.Header, "Message-Id")
+	jobs, events := in.plan(env, signed.Header, res.Content, rx)
 	f := &store.Filing{
 		Raw:        stored,
 		Received:   received,
@@ -165,10 +174,13 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		IDNPS:      res.Signer.IDNPS,
 		PatientINS: rx.PatientINS,
 		Delivery:   rx.Delivery,
+		Opposition: rx.Opposition,
+		Jobs:       jobs,
+		Events:     events,
 		// The acceptance commits with the filing; the store prefixes the
 		// subject with the record id it assigns.
 		Audit: []store.AuditEvent{{Kind: store.AuditSMTPAccept, Actor: env.Account.Address, Remote: env.RemoteAddr,
-			Subject: fmt.Sprintf("rx=%s size=%d to=%s", rx.Number, len(raw), strings.Join(recipients, ",")), Outcome: "250"}},
+			Subject: fmt.Sprintf("rx=%s size=%d to=%s jobs=%d", rx.Number, len(raw), strings.Join(recipients, ","), len(jobs)), Outcome: "250"}},
 	}
 	if in.Meta != nil {
 		f.Meta = in.Meta(stored)

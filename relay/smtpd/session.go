@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"mssrelay/configs"
+	"mssrelay/mime"
 	"mssrelay/relay/auth"
 	"mssrelay/relay/claim"
 	"mssrelay/relay/intake"
@@ -39,6 +41,7 @@ type session struct {
 	account    *configs.Account
 	mailFrom   string
 	recipients []*configs.Account
+	patients   []string // patients' addresses (<INS>@patient domain)
 	inData     bool
 	// refused counts refusals in this session (messages, recipients);
 	// past maxRefusals every new transaction is refused up front, so a
@@ -55,6 +58,9 @@ func (ss *session) busy() bool {
 	defer ss.mu.Unlock()
 	return ss.inData
 }
+
+// maxPatients bounds the patients' addresses of one message.
+const maxPatients = 5
 
 // maxRefusals is how many refused messages or recipients one session may
 // collect before the relay stops taking transactions on it.
@@ -74,6 +80,10 @@ var (
 	errNotPrescr  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Only prescriber accounts may submit prescriptions"}
 	errNoMail     = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL FROM first"}
 	errUnknownRcp = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such local mailbox"}
+	errBadPatient = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "A patient's address is <INS>@ the patients' domain, with a valid 15-character INS"}
+	// RFC 5321 §4.5.3.1.8: 452 for too many recipients; a prescription
+	// is for one patient.
+	errTooManyPatients = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many patient addresses in one message"}
 	// RFC 5321 §3.8 / RFC 3463 X.7.0: refused up front after too many
 	// refusals; 421 tells the client to close and try later.
 	errTooManyRefusals = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many refused messages or recipients in this session, closing"}
@@ -148,6 +158,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	}
 	ss.mailFrom = from
 	ss.recipients = nil
+	ss.patients = nil
 	ss.claim = false
 	return nil
 }
@@ -176,6 +187,20 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if ss.account.Role != configs.RolePrescriber {
 		// An executant past MAIL: the claim address is all it may write to.
 		return ss.refuseEnvelope(errNotPrescr, "to="+to)
+	}
+	if ins, ok := ss.svc.cfg.Intake.PatientAddress(to); ok {
+		// A patient's secure address: the prescription is forwarded to
+		// it through the outbound queue if policy allows (intake/forward.go).
+		if !mime.ValidINS(ins) {
+			return ss.refuseEnvelope(errBadPatient, "to=patient")
+		}
+		if len(ss.patients) >= maxPatients {
+			return errTooManyPatients
+		}
+		if !slices.Contains(ss.patients, to) {
+			ss.patients = append(ss.patients, to)
+		}
+		return nil
 	}
 	acct, ok := ss.svc.cfg.Auth.Lookup(to)
 	if !ok {
@@ -242,6 +267,7 @@ func (ss *session) Data(r io.Reader) error {
 		Account:    ss.account,
 		MailFrom:   ss.mailFrom,
 		Recipients: append([]*configs.Account(nil), ss.recipients...),
+		Patients:   append([]string(nil), ss.patients...),
 		RemoteAddr: ss.remote,
 		Helo:       ss.conn.Hostname(),
 		TLS:        tlsSummary(ss.conn),
@@ -251,7 +277,7 @@ func (ss *session) Data(r io.Reader) error {
 	if env.Account == nil {
 		return errAuthFirst
 	}
-	if env.MailFrom == "" || len(env.Recipients) == 0 {
+	if env.MailFrom == "" || len(env.Recipients)+len(env.Patients) == 0 {
 		return errNoMail
 	}
 	// Busy from the first byte of data: a shutdown lets a message being
@@ -297,7 +323,7 @@ func (ss *session) Data(r io.Reader) error {
 		}
 	}
 	ss.log.Info("message filed", "record", res.Filed.ID, "duplicate", res.Filed.Duplicate,
-		"recipients", len(env.Recipients), "size", len(raw))
+		"recipients", len(env.Recipients), "patients", len(env.Patients), "size", len(raw))
 	outcome, reason = metrics.Accepted, "" // metrics
 	msg := fmt.Sprintf("Prescription filed as record %d", res.Filed.ID)
 	if res.Filed.Duplicate {
@@ -320,6 +346,7 @@ func (ss *session) Reset() {
 	ss.mu.Lock()
 	ss.mailFrom = ""
 	ss.recipients = nil
+	ss.patients = nil
 	ss.claim = false
 	ss.mu.Unlock()
 }
