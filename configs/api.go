@@ -31,6 +31,8 @@ type Config struct {
 	// Outbound is the queue that forwards prescriptions to other
 	// operators, patients' mailboxes first (outbound.go).
 	Outbound Outbound `toml:"outbound"`
+	// Operators: the whitelist of other operators (operators.go).
+	Operators Operators `toml:"operators"`
 
 	// byAddress indexes Accounts by normalised address (see Account); built
 	// by Parse. A Config built by hand has none and is searched linearly.
@@ -61,6 +63,10 @@ type TLS struct {
 type SMTP struct {
 	Submission    []string `toml:"submission"`     // STARTTLS required before AUTH (RFC 6409, port 587)
 	SubmissionTLS []string `toml:"submission_tls"` // implicit TLS (RFC 8314, port 465)
+	// Relay receives mail from other operators (port 25): STARTTLS and a
+	// client certificate from a whitelisted operator required, no AUTH,
+	// local recipients only ([operators]).
+	Relay []string `toml:"relay"`
 }
 
 // IMAP lists the IMAP listeners (host:port).

@@ -39,6 +39,9 @@ func exampleInDir(t *testing.T) (dir string, text []byte) {
 	for _, f := range raw.Trust.CRLOptionalIssuers {
 		writeFile(t, f, p.caPEM)
 	}
+	if raw.Operators.Whitelist != "" {
+		writeFile(t, raw.Operators.Whitelist, []byte("# other operators\nmssante.fr\n"))
+	}
 	if raw.Signer.Cert != "" {
 		writeFile(t, raw.Signer.Cert, p.signerPEM)
 		writeFile(t, raw.Signer.Key, p.signerKeyPEM)

@@ -127,6 +127,7 @@ func (v *validator) run() {
 	v.retention()
 	v.patients() // after server: patients.domain must not be mail_domain
 	v.outbound() // after tls and trust: their files are the defaults
+	v.operators()
 }
 
 // has reports whether key is written in the file.
@@ -297,6 +298,7 @@ func (v *validator) listeners() {
 	}{
 		{"smtp.submission", v.cfg.SMTP.Submission, false},
 		{"smtp.submission_tls", v.cfg.SMTP.SubmissionTLS, false},
+		{"smtp.relay", v.cfg.SMTP.Relay, false},
 		{"imap.tls", v.cfg.IMAP.TLS, false},
 		{"imap.starttls", v.cfg.IMAP.STARTTLS, false},
 		{"admin.listen", nil, true},

@@ -4,12 +4,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
+	"slices"
+	"strings"
 
 	"mssrelay/configs"
+	"mssrelay/mime"
 	"mssrelay/relay/imapd"
 	"mssrelay/relay/intake"
+	"mssrelay/relay/operators"
 	"mssrelay/relay/outbound"
+	"mssrelay/signing"
 )
 
 // forwardingPolicy is the patient forwarding policy of a configuration.
@@ -54,8 +60,12 @@ func (r *Relay) newWorker(cfg *configs.Config) (*outbound.Worker, error) {
 		From:     cfg.Signer.Address,
 		Sign:     sign,
 		Meta:     imapd.ComputeMeta,
-		Log:      r.log.With("service", "outbound"),
-		Metrics:  r.metrics,
+		IsPatient: func(addr string) bool {
+			ins, ok := r.intake.PatientAddress(addr)
+			return ok && mime.ValidINS(ins)
+		},
+		Log:     r.log.With("service", "outbound"),
+		Metrics: r.metrics,
 	})
 }
 
@@ -83,4 +93,56 @@ func clientTLS(ob configs.Outbound) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: aeadSuites(),
 	}, nil
+}
+
+// loadOperators reads the operators' whitelist, checking its signature.
+func loadOperators(cfg *configs.Config, trust *signing.Trust, log *slog.Logger) (*operators.Holder, error) {
+	o := cfg.Operators
+	src := operators.Source{Path: o.Whitelist, Signature: o.Signature, Trust: trust}
+	if o.Publisher != "" {
+		src.CheckSigner = func(c *x509.Certificate) error {
+			if strings.EqualFold(c.Subject.CommonName, o.Publisher) || slices.ContainsFunc(c.EmailAddresses, func(e string) bool {
+				return strings.EqualFold(e, o.Publisher)
+			}) {
+				return nil
+			}
+			return fmt.Errorf("the whitelist is signed by %q, not by operators.publisher %q", c.Subject.CommonName, o.Publisher)
+		}
+	} else if o.Signature != "" {
+		log.Warn("operators.publisher is not set: any certificate of the trust anchors may sign the operators' whitelist")
+	}
+	h, err := operators.NewHolder(src, log.With("service", "operators"))
+	if err != nil {
+		return nil, fmt.Errorf("operators' whitelist: %w", err)
+	}
+	return h, nil
+}
+
+// whitelist is the smtpd view of the operators' whitelist: nil (not a nil
+// *Holder in an interface) when there is none.
+func (r *Relay) whitelist() interface{ Allows(string) bool } {
+	if r.operators == nil {
+		return nil
+	}
+	return r.operators
+}
+
+// PeerTLS is smtp.relay's TLS configuration: the listeners' (certificate,
+// TLS 1.2 minimum, AEAD suites) plus client certificates verified against
+// the trust anchors when given (tls.VerifyClientCertIfGiven: a peer without
+// one is refused at MAIL with a reply that says why, rather than by a
+// failed handshake that says nothing).
+//
+// The anchors are read at each handshake, so that a trust reload applies
+// to the next connection.
+func PeerTLS(base *tls.Config, trust *signing.Trust) *tls.Config {
+	c := base.Clone()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cc := c.Clone()
+		cc.GetConfigForClient = nil
+		cc.ClientCAs = trust.Pool()
+		return cc, nil
+	}
+	return c
 }

@@ -23,6 +23,7 @@ import (
 	"mssrelay/relay/imapd"
 	"mssrelay/relay/intake"
 	"mssrelay/relay/metrics"
+	"mssrelay/relay/operators"
 	"mssrelay/relay/outbound"
 	"mssrelay/relay/smtpd"
 	"mssrelay/signing"
@@ -36,6 +37,7 @@ const DBFile = "mssrelay.db"
 const (
 	SMTPSubmission    = "smtp-submission"     // STARTTLS, port 587
 	SMTPSubmissionTLS = "smtp-submission-tls" // implicit TLS, port 465
+	SMTPRelay         = "smtp-relay"          // other operators, STARTTLS + client certificate, port 25
 	IMAPTLS           = "imap-tls"            // implicit TLS, port 993
 	IMAPSTARTTLS      = "imap-starttls"       // STARTTLS, port 143
 	Admin             = "admin"               // HTTP metrics/health/pprof ([admin] listen)
@@ -47,7 +49,7 @@ const (
 // sent before the handshake.
 func busyReply(kind string) []byte {
 	switch kind {
-	case SMTPSubmission:
+	case SMTPSubmission, SMTPRelay:
 		return []byte("421 4.3.2 Too many connections, try again later\r\n")
 	case IMAPSTARTTLS:
 		return []byte("* BYE Too many connections, try again later\r\n")
@@ -72,6 +74,10 @@ type Relay struct {
 	smtp     *smtpd.Service
 	imap     *imapd.Service
 	intake   *intake.Intake
+
+	// operators is the other operators' whitelist (nil: no exchange with
+	// other operators); reloaded with the trust files.
+	operators *operators.Holder
 
 	// The outbound queue worker (relay/outbound) and the routes it
 	// reads, swapped on reload.
@@ -166,6 +172,14 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 	r := &Relay{cfg: cfg, log: log, store: st, trust: trust, cert: cert, auth: dir, notifier: notifier, metrics: m, audit: audit, intake: in,
 		fetches: newFetchMarks(st, log.With("service", "history"))}
 	r.routes.Store(&cfg.Outbound)
+	if cfg.Operators.Relaying() {
+		if r.operators, err = loadOperators(cfg, trust, log); err != nil {
+			r.fetches.close()
+			audit.close()
+			st.Close()
+			return nil, err
+		}
+	}
 	if r.worker, err = r.newWorker(cfg); err != nil {
 		r.fetches.close()
 		audit.close()
@@ -215,6 +229,9 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		WriteTimeout:    cfg.Limits.WriteTimeout.Duration,
 		Metrics:         m,
 		Audit:           audit.Record,
+		LocalDomain:     cfg.Server.MailDomain,
+		Operators:       r.whitelist(),
+		PeerTLS:         PeerTLS(tlsCfg, trust),
 	})
 	maxAppend := cfg.Limits.MaxMessageBytes
 	if maxAppend > 1<<31 {
@@ -326,6 +343,7 @@ func (r *Relay) Listen() error {
 	}{
 		{SMTPSubmission, r.cfg.SMTP.Submission},
 		{SMTPSubmissionTLS, r.cfg.SMTP.SubmissionTLS},
+		{SMTPRelay, r.cfg.SMTP.Relay},
 		{IMAPTLS, r.cfg.IMAP.TLS},
 		{IMAPSTARTTLS, r.cfg.IMAP.STARTTLS},
 	}
@@ -393,6 +411,8 @@ func (r *Relay) Serve(ctx context.Context) error {
 				err = r.smtp.Serve(b.l, false)
 			case SMTPSubmissionTLS:
 				err = r.smtp.Serve(b.l, true)
+			case SMTPRelay:
+				err = r.smtp.ServeRelay(b.l)
 			case IMAPTLS:
 				err = r.imap.Serve(b.l, true)
 			case IMAPSTARTTLS:

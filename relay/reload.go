@@ -39,6 +39,11 @@ func (r *Relay) Reload() error {
 		// signing keeps the previous material when the new one is broken.
 		r.log.Error("trust material not reloaded, the previous stays", "err", err)
 	}
+	if r.operators != nil {
+		// After the trust: new CRLs may change the whitelist's verdict.
+		// The holder logs a failure and keeps the previous list.
+		_ = r.operators.Reload()
+	}
 	r.auth.Replace(cfg)
 	r.store.SetQuota(quotaPolicy(cfg)) // [quota] and per-account quotas apply at once
 	// The patient registry and domain, and the outbound routes.
@@ -73,6 +78,7 @@ func needsRestart(old, cur *configs.Config) []string {
 	check("tls.min_version", old.TLS.MinVersion, cur.TLS.MinVersion)
 	check("trust (list of files)", old.Trust, cur.Trust)
 	check("signer", old.Signer, cur.Signer)
+	check("operators", old.Operators, cur.Operators)
 	// Routes apply at once; the rest of [outbound] (certificate, CAs,
 	// retry policy, workers) is read when the worker starts.
 	oldOut, curOut := old.Outbound, cur.Outbound
@@ -101,6 +107,15 @@ func (r *Relay) watchTrust(ctx context.Context, interval time.Duration) {
 			}
 			if reloaded {
 				r.log.Info("trust files reloaded")
+			}
+			// The whitelist: when its files change, or when new CRLs may
+			// change its signature's verdict. The holder logs failures.
+			if r.operators != nil {
+				if reloaded {
+					_ = r.operators.Reload()
+				} else {
+					_, _ = r.operators.ReloadIfChanged()
+				}
 			}
 		}
 	}

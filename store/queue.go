@@ -36,6 +36,7 @@ var (
 // Kinds of Job.
 const (
 	JobForward  = "forward"  // the record's bytes to a patient's secure address
+	JobRelay    = "relay"    // the record's bytes to a recipient at another operator
 	JobDSN      = "dsn"      // RFC 3464 delivery status notification to the prescriber
 	JobMDN      = "mdn"      // RFC 8098 disposition notification (processed) to the prescriber
 	JobExecuted = "executed" // execution notice to the prescriber
@@ -160,7 +161,7 @@ func dueKey(t time.Time, id uint64) []byte {
 }
 
 func validJobKind(k string) bool {
-	return k == JobForward || k == JobDSN || k == JobMDN || k == JobExecuted
+	return k == JobForward || k == JobRelay || k == JobDSN || k == JobMDN || k == JobExecuted
 }
 
 // checkJob bounds a job before any transaction.

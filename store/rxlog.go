@@ -43,6 +43,9 @@ const (
 	RxForwardDelayed = "forward.delayed" // still undelivered after the delay warning age
 	RxForwardFailed  = "forward.failed"  // given up: the patient needs a paper copy
 	RxNotForwarded   = "not.forwarded"   // forwarding was asked but refused by policy: paper copy
+	RxRelayQueued    = "relay.queued"    // a copy for a recipient at another operator entered the queue
+	RxRelayed        = "relayed"         // the other operator accepted it (250)
+	RxRelayFailed    = "relay.failed"    // given up: the recipient did not get it
 	RxNotified       = "notified"        // a notification (DSN, MDN, execution) reached the prescriber
 	RxNotifyFailed   = "notify.failed"   // a notification could not be delivered
 )

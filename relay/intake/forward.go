@@ -63,19 +63,26 @@ func (in *Intake) plan(env *Envelope, outer, content []byte, rx *mime.Prescripti
 		jobs   []store.Job
 		events []store.RxEvent
 	)
-	prescriber := env.Account.Address
+	prescriber := env.Sender()
 	notForwarded := func(addr, reason string) {
 		events = append(events, store.RxEvent{Kind: store.RxNotForwarded, Actor: addr, Detail: reason})
 		jobs = append(jobs, store.Job{Kind: store.JobDSN, To: prescriber, Actor: addr, Status: mime.StatusFailed,
 			Code: "5.7.1", Reason: reason})
 	}
 
+	for _, r := range env.Remotes {
+		jobs = append(jobs, store.Job{Kind: store.JobRelay, From: prescriber, To: r})
+		events = append(events, store.RxEvent{Kind: store.RxRelayQueued, Actor: r})
+	}
+
+	// Forwarding to the patient is the sender's operator's: mail from
+	// another operator is not forwarded again from here.
 	var why []string
-	if rx.Delivery == mime.DeliveryMessagingOnly {
+	if env.Account != nil && rx.Delivery == mime.DeliveryMessagingOnly {
 		why = append(why, "signed")
 	}
 	f := in.forwarding.Load()
-	if f != nil && f.Registry.MessagingOnly(rx.PatientINS) {
+	if env.Account != nil && f != nil && f.Registry.MessagingOnly(rx.PatientINS) {
 		why = append(why, "registry")
 	}
 	addressed := false

@@ -49,12 +49,21 @@ type Intake struct {
 
 // Envelope is what the SMTP session knows about a transaction.
 type Envelope struct {
-	Account    *configs.Account // authenticated sender
+	// Account is the authenticated sender on submission; nil for mail
+	// from another operator (Peer set), whose sender is MailFrom.
+	Account    *configs.Account
 	MailFrom   string
 	Recipients []*configs.Account
 	// Patients are patients' secure addresses (<INS>@patient domain) the
 	// prescriber wrote to directly: each asks for forwarding (forward.go).
-	Patients   []string
+	Patients []string
+	// Remotes are addresses at other operators (whitelisted domains) a
+	// local prescriber wrote to: relayed through the outbound queue.
+	Remotes []string
+	// Peer is the whitelisted operator domain (from its client
+	// certificate) that delivered this message on smtp.relay; "" on
+	// submission.
+	Peer       string
 	RemoteAddr string
 	Helo       string
 	TLS        string // e.g. "TLS1.3 TLS_AES_128_GCM_SHA256"
@@ -66,6 +75,15 @@ type Result struct {
 	Filed  *store.Filed
 	Signer *signing.Signer
 	Rx     *mime.Prescription
+}
+
+// Sender is the address the message is filed under: the authenticated
+// account on submission, the envelope sender from another operator.
+func (env *Envelope) Sender() string {
+	if env.Account != nil {
+		return env.Account.Address
+	}
+	return env.MailFrom
 }
 
 func (in *Intake) now() time.Time {
@@ -85,12 +103,12 @@ func (in *Intake) Accept(ctx context.Context, env *Envelope, raw []byte) (*Resul
 	subject := fmt.Sprintf("rx=%s size=%d", orDash(number), len(raw))
 	if err != nil {
 		ref, _ := err.(*Refusal)
-		in.audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: env.Account.Address, Remote: env.RemoteAddr,
+		in.audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: env.Sender(), Remote: env.RemoteAddr,
 			Subject: subject, Outcome: ref.outcome(), Detail: ref.Message})
 		return nil, err
 	}
 	if res.Filed.Duplicate {
-		in.audit(store.AuditEvent{Kind: store.AuditSMTPDuplicate, Actor: env.Account.Address, Remote: env.RemoteAddr,
+		in.audit(store.AuditEvent{Kind: store.AuditSMTPDuplicate, Actor: env.Sender(), Remote: env.RemoteAddr,
 			Subject: fmt.Sprintf("%s record=%d", subject, res.Filed.ID), Outcome: "250"})
 	}
 	return res, nil
@@ -126,10 +144,15 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 	}
 	// RFC 6409 §8.1 lets a submission server check the sender; for a
 	// prescription the author is legally bound to it, so From: must be the
-	// authenticated account itself.
-	if !SameAddress(from, env.Account.Address) {
+	// authenticated account itself. From another operator, From: must be
+	// the envelope sender that operator vouches for.
+	if !SameAddress(from, env.Sender()) {
 		return nil, refuse(550, [3]int{5, 7, 1}, "from_mismatch",
-			"From: address must be your authenticated account address", nil)
+			"From: address must be your authenticated account address (from another operator: the envelope sender)", nil)
+	}
+	rpps := ""
+	if env.Account != nil {
+		rpps = env.Account.RPPS
 	}
 
 	verifyStart := time.Now() // metrics: the real clock, not in.now()
@@ -137,7 +160,7 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		PKCS7:   signed.PKCS7,
 		Content: signed.Content,
 		From:    from,
-		RPPS:    env.Account.RPPS,
+		RPPS:    rpps,
 		Now:     in.now(),
 	})
 	in.Metrics.ObserveVerify(time.Since(verifyStart))
@@ -150,6 +173,12 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		return nil, fromMIME(err)
 	}
 	*number = rx.Number
+	if env.Account == nil && res.Signer.IDNPS == "" {
+		// No account vouches for a remote sender: the signer's
+		// certificate must name a health professional.
+		return nil, refuse(554, [3]int{5, 7, 1}, "rx_signer_not_professional",
+			"The signing certificate names no health professional (IDNPS)", nil)
+	}
 	if r := checkPrescriber(rx, res.Signer, env.Account); r != nil {
 		return nil, r
 	}
@@ -165,7 +194,7 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 	f := &store.Filing{
 		Raw:        stored,
 		Received:   received,
-		Sender:     env.Account.Address,
+		Sender:     env.Sender(),
 		Recipients: recipients,
 		Number:     rx.Number,
 		Digest:     sha256.Sum256(res.Content),
@@ -179,7 +208,7 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		Events:     events,
 		// The acceptance commits with the filing; the store prefixes the
 		// subject with the record id it assigns.
-		Audit: []store.AuditEvent{{Kind: store.AuditSMTPAccept, Actor: env.Account.Address, Remote: env.RemoteAddr,
+		Audit: []store.AuditEvent{{Kind: store.AuditSMTPAccept, Actor: env.Sender(), Remote: env.RemoteAddr,
 			Subject: fmt.Sprintf("rx=%s size=%d to=%s jobs=%d", rx.Number, len(raw), strings.Join(recipients, ","), len(jobs)), Outcome: "250"}},
 	}
 	if in.Meta != nil {
@@ -213,7 +242,7 @@ func checkPrescriber(rx *mime.Prescription, s *signing.Signer, acct *configs.Acc
 		return refuse(554, [3]int{5, 7, 1}, "rx_signer_mismatch",
 			"The prescriber identifier (IDNPS) in the prescription is not the signer's", nil)
 	}
-	if acct.RPPS != "" && rx.IDNPS != "8"+acct.RPPS {
+	if acct != nil && acct.RPPS != "" && rx.IDNPS != "8"+acct.RPPS {
 		return refuse(554, [3]int{5, 7, 1}, "rx_account_mismatch",
 			"The prescriber identifier (IDNPS) in the prescription is not the one registered for your account", nil)
 	}
@@ -223,9 +252,14 @@ func checkPrescriber(rx *mime.Prescription, s *signing.Signer, acct *configs.Acc
 // traceHeaders builds the Return-Path and Received fields prepended to the
 // message (RFC 5321 §4.4). They go above the signed part and never into it.
 func (in *Intake) traceHeaders(env *Envelope, now time.Time) []byte {
-	// RFC 3848: ESMTPSA = ESMTP with STARTTLS/TLS and AUTH.
-	return fmt.Appendf(nil, "Return-Path: <%s>\r\nReceived: from %s (%s)\r\n\tby %s (mssrelay) with ESMTPSA id %s\r\n\t(%s);\r\n\t%s\r\n",
-		env.MailFrom, sanitize(env.Helo), sanitize(env.RemoteAddr), in.Hostname, env.SessionID,
+	// RFC 3848: ESMTPSA = ESMTP with STARTTLS/TLS and AUTH; ESMTPS
+	// without AUTH (another operator, authenticated by its certificate).
+	with, peer := "ESMTPSA", ""
+	if env.Account == nil {
+		with, peer = "ESMTPS", " operator "+sanitize(env.Peer)
+	}
+	return fmt.Appendf(nil, "Return-Path: <%s>\r\nReceived: from %s (%s%s)\r\n\tby %s (mssrelay) with %s id %s\r\n\t(%s);\r\n\t%s\r\n",
+		env.MailFrom, sanitize(env.Helo), sanitize(env.RemoteAddr), peer, in.Hostname, with, env.SessionID,
 		sanitize(env.TLS), now.UTC().Format(time.RFC1123Z))
 }
 

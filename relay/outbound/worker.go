@@ -68,11 +68,14 @@ type Options struct {
 	// sent; nil sends header and entity unsigned.
 	Sign func(header, entity []byte) ([]byte, error)
 	// Meta computes the IMAP cache of a notification filed locally.
-	Meta    func(raw []byte) []byte
-	Now     func() time.Time // default time.Now
-	Rand    func() float64   // jitter; default math/rand
-	Log     *slog.Logger
-	Metrics Metrics
+	Meta func(raw []byte) []byte
+	// IsPatient reports whether an address is a patient's: a DSN for it
+	// says that the patient needs a paper copy. nil: none is.
+	IsPatient func(addr string) bool
+	Now       func() time.Time // default time.Now
+	Rand      func() float64   // jitter; default math/rand
+	Log       *slog.Logger
+	Metrics   Metrics
 	// LookupMX is the resolver used when Settings.MXLookup is set
 	// (default net.DefaultResolver.LookupMX).
 	LookupMX func(ctx context.Context, domain string) ([]*net.MX, error)
@@ -208,7 +211,7 @@ func (w *Worker) process(ctx context.Context, j store.Job) {
 		err error
 	)
 	switch {
-	case j.Kind == store.JobForward:
+	case isCopy(j.Kind):
 		msg, err = w.forwardMessage(&j, now)
 	case j.RawSize == 0:
 		raw, err = w.render(&j, now)
@@ -239,12 +242,12 @@ func (w *Worker) process(ctx context.Context, j store.Job) {
 		log.Error("recording the attempt", "err", err)
 		return
 	}
-	if job.Kind != store.JobForward {
+	if !isCopy(job.Kind) {
 		msg = job.Raw
 	}
 
 	start := time.Now()
-	if job.Kind != store.JobForward && w.o.Local(job.To) {
+	if !isCopy(job.Kind) && w.o.Local(job.To) {
 		w.deliverLocal(log, job, msg, start)
 		return
 	}
@@ -264,6 +267,12 @@ func (w *Worker) process(ctx context.Context, j store.Job) {
 	}
 	w.retry(log, job, now, retryAt, err, diag)
 }
+
+// isCopy reports whether a job carries a filed record's bytes (to a
+// patient, to another operator) rather than a notification.
+func isCopy(kind string) bool { return kind == store.JobForward || kind == store.JobRelay }
+
+func (w *Worker) isPatient(addr string) bool { return w.o.IsPatient != nil && w.o.IsPatient(addr) }
 
 func (o *Options) metrics() Metrics {
 	if o.Metrics == nil {
@@ -363,7 +372,7 @@ func recordEvent(j *store.Job, kind, detail string) store.RecordEvent {
 
 func (w *Worker) auditEvent(j *store.Job, outcome, detail string) store.AuditEvent {
 	kind := store.AuditNotify
-	if j.Kind == store.JobForward {
+	if isCopy(j.Kind) {
 		kind = store.AuditForward
 	}
 	// The destination's domain only: a patient's address holds the INS,
@@ -376,8 +385,11 @@ func (w *Worker) auditEvent(j *store.Job, outcome, detail string) store.AuditEve
 // delivered records a successful remote delivery.
 func (w *Worker) delivered(log *slog.Logger, j *store.Job, reply string) {
 	kind := store.RxNotified
-	if j.Kind == store.JobForward {
+	switch j.Kind {
+	case store.JobForward:
 		kind = store.RxForwarded
+	case store.JobRelay:
+		kind = store.RxRelayed
 	}
 	err := w.o.Store.JobDone(j.ID, store.QueueUpdate{
 		Events: []store.RecordEvent{recordEvent(j, kind, j.Kind+": "+reply)},
@@ -422,13 +434,13 @@ func (w *Worker) deliverLocal(log *slog.Logger, j *store.Job, msg []byte, start 
 // once.
 func (w *Worker) retry(log *slog.Logger, j *store.Job, now, retryAt time.Time, err error, diag string) {
 	var u store.QueueUpdate
-	warn := j.Kind == store.JobForward && !j.Delayed && w.o.Settings.DelayWarning > 0 &&
+	warn := isCopy(j.Kind) && !j.Delayed && w.o.Settings.DelayWarning > 0 &&
 		now.Sub(j.Created) >= w.o.Settings.DelayWarning
 	if warn {
 		code, _ := statusOf(err)
 		u.Jobs = []store.Job{{Kind: store.JobDSN, RecordID: j.RecordID, To: j.From, Actor: j.To,
 			Status: mime.StatusDelayed, Code: delayedCode(code), Diagnostic: diag,
-			Reason: "not yet delivered to the patient's operator; the relay keeps trying until " +
+			Reason: "not yet delivered to the recipient's operator; the relay keeps trying until " +
 				j.Created.Add(w.o.Settings.MaxAge).UTC().Format(time.RFC3339)}}
 		u.Events = []store.RecordEvent{recordEvent(j, store.RxForwardDelayed, diag)}
 	}
@@ -446,11 +458,16 @@ func (w *Worker) retry(log *slog.Logger, j *store.Job, now, retryAt time.Time, e
 // about a DSN would loop: RFC 3464 §1).
 func (w *Worker) giveUp(log *slog.Logger, j *store.Job, now time.Time, code, diag string) {
 	u := store.QueueUpdate{Audit: []store.AuditEvent{w.auditEvent(j, "failed "+code, diag)}}
-	if j.Kind == store.JobForward {
-		u.Events = []store.RecordEvent{recordEvent(j, store.RxForwardFailed, code+" "+diag)}
-		u.Jobs = []store.Job{{Kind: store.JobDSN, RecordID: j.RecordID, To: j.From, Actor: j.To,
-			Status: mime.StatusFailed, Code: failedCode(code), Diagnostic: diag,
-			Reason: "the copy for the patient could not be delivered"}}
+	if isCopy(j.Kind) {
+		kind, reason := store.RxForwardFailed, "the copy for the patient could not be delivered"
+		if j.Kind == store.JobRelay {
+			kind, reason = store.RxRelayFailed, "the message could not be delivered to the recipient's operator"
+		}
+		u.Events = []store.RecordEvent{recordEvent(j, kind, code+" "+diag)}
+		if j.From != "" {
+			u.Jobs = []store.Job{{Kind: store.JobDSN, RecordID: j.RecordID, To: j.From, Actor: j.To,
+				Status: mime.StatusFailed, Code: failedCode(code), Diagnostic: diag, Reason: reason}}
+		}
 	} else {
 		u.Events = []store.RecordEvent{recordEvent(j, store.RxNotifyFailed, j.Kind+": "+code+" "+diag)}
 	}
@@ -531,7 +548,7 @@ func (w *Worker) render(j *store.Job, now time.Time) ([]byte, error) {
 			ReportingMTA: w.o.Hostname, From: w.o.From, To: j.To, MessageID: msgID,
 			Date: now, Arrival: rec.Received, OriginalMessageID: rec.MessageID, Number: rec.Number,
 			Recipients: []mime.DSNRecipient{r}, OriginalHeader: headerOf(stripReturnPath(raw)),
-			PaperCopyNeeded: r.Action == mime.StatusFailed, Reason: j.Reason,
+			PaperCopyNeeded: r.Action == mime.StatusFailed && w.isPatient(j.Actor), Reason: j.Reason,
 		})
 		if err != nil {
 			return nil, err

@@ -80,9 +80,10 @@ func newQueueFixture(t *testing.T, s Settings) *queueFixture {
 			h, ok := q.routes[d]
 			return h, ok
 		},
-		Local:    func(a string) bool { return a == prescriber },
-		Hostname: "relay.local.test",
-		From:     "postmaster@local.test",
+		Local:     func(a string) bool { return a == prescriber },
+		IsPatient: func(a string) bool { return strings.HasSuffix(a, "@patient.test") },
+		Hostname:  "relay.local.test",
+		From:      "postmaster@local.test",
 		Sign: func(header, entity []byte) ([]byte, error) {
 			sig, err := signing.SignNotification(q.org, entity)
 			if err != nil {

@@ -37,9 +37,16 @@ type session struct {
 	remote string
 	log    *slog.Logger
 
+	// peer: a session on smtp.relay, from another operator (peer.go);
+	// peerDomain is its whitelisted domain, known after MAIL.
+	peer       bool
+	peerDomain string
+
 	mu         sync.Mutex
 	account    *configs.Account
 	mailFrom   string
+	mailSet    bool     // MAIL was accepted (mailFrom may be "" from a peer: <>)
+	remotes    []string // addresses at other operators (relayed)
 	recipients []*configs.Account
 	patients   []string // patients' addresses (<INS>@patient domain)
 	inData     bool
@@ -59,8 +66,12 @@ func (ss *session) busy() bool {
 	return ss.inData
 }
 
-// maxPatients bounds the patients' addresses of one message.
-const maxPatients = 5
+// maxPatients bounds the patients' addresses of one message, maxRemotes
+// the addresses at other operators.
+const (
+	maxPatients = 5
+	maxRemotes  = 20
+)
 
 // maxRefusals is how many refused messages or recipients one session may
 // collect before the relay stops taking transactions on it.
@@ -84,6 +95,7 @@ var (
 	// RFC 5321 §4.5.3.1.8: 452 for too many recipients; a prescription
 	// is for one patient.
 	errTooManyPatients = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many patient addresses in one message"}
+	errTooManyRemotes  = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients at other operators in one message"}
 	// RFC 5321 §3.8 / RFC 3463 X.7.0: refused up front after too many
 	// refusals; 421 tells the client to close and try later.
 	errTooManyRefusals = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many refused messages or recipients in this session, closing"}
@@ -157,8 +169,10 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return ss.refuseEnvelope(errNotPrescr, "from="+from)
 	}
 	ss.mailFrom = from
+	ss.mailSet = true
 	ss.recipients = nil
 	ss.patients = nil
+	ss.remotes = nil
 	ss.claim = false
 	return nil
 }
@@ -204,6 +218,17 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	acct, ok := ss.svc.cfg.Auth.Lookup(to)
 	if !ok {
+		if ss.isRemote(to) {
+			// An address at another operator: relayed through the
+			// outbound queue with our client certificate.
+			if len(ss.remotes) >= maxRemotes {
+				return errTooManyRemotes
+			}
+			if !slices.Contains(ss.remotes, to) {
+				ss.remotes = append(ss.remotes, to)
+			}
+			return nil
+		}
 		return ss.refuseEnvelope(errUnknownRcp, "to="+to)
 	}
 	for _, r := range ss.recipients {
@@ -236,12 +261,24 @@ func (ss *session) audit(kind, actor string, reply *smtp.SMTPError, detail strin
 	ss.svc.cfg.Audit(store.AuditEvent{Kind: kind, Actor: actor, Remote: ss.remote, Subject: "proto=smtp", Outcome: outcome, Detail: detail})
 }
 
+// actor names who acts in this session for the audit trail: the account,
+// or the other operator; the caller holds ss.mu.
+func (ss *session) actor() string {
+	switch {
+	case ss.account != nil:
+		return ss.account.Address
+	case ss.peerDomain != "":
+		return "operator:" + ss.peerDomain
+	}
+	return "-"
+}
+
 // refuseEnvelope audits a MAIL or RCPT refusal and returns it; the caller
 // holds ss.mu.
 func (ss *session) refuseEnvelope(reply *smtp.SMTPError, subject string) error {
 	ss.refused++
 	if ss.svc.cfg.Audit != nil {
-		ss.svc.cfg.Audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: ss.account.Address, Remote: ss.remote,
+		ss.svc.cfg.Audit(store.AuditEvent{Kind: store.AuditSMTPRefuse, Actor: ss.actor(), Remote: ss.remote,
 			Subject: subject, Outcome: fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2]),
 			Detail: reply.Message})
 	}
@@ -268,16 +305,18 @@ func (ss *session) Data(r io.Reader) error {
 		MailFrom:   ss.mailFrom,
 		Recipients: append([]*configs.Account(nil), ss.recipients...),
 		Patients:   append([]string(nil), ss.patients...),
+		Remotes:    append([]string(nil), ss.remotes...),
+		Peer:       ss.peerDomain,
 		RemoteAddr: ss.remote,
 		Helo:       ss.conn.Hostname(),
 		TLS:        tlsSummary(ss.conn),
 		SessionID:  ss.id,
 	}
 	ss.mu.Unlock()
-	if env.Account == nil {
+	if env.Account == nil && env.Peer == "" {
 		return errAuthFirst
 	}
-	if env.MailFrom == "" || len(env.Recipients)+len(env.Patients) == 0 {
+	if env.MailFrom == "" || len(env.Recipients)+len(env.Patients)+len(env.Remotes) == 0 {
 		return errNoMail
 	}
 	// Busy from the first byte of data: a shutdown lets a message being
@@ -345,9 +384,12 @@ func (ss *session) setInData(v bool) {
 func (ss *session) Reset() {
 	ss.mu.Lock()
 	ss.mailFrom = ""
+	ss.mailSet = false
 	ss.recipients = nil
 	ss.patients = nil
+	ss.remotes = nil
 	ss.claim = false
+	ss.peerDomain = ""
 	ss.mu.Unlock()
 }
 

@@ -37,6 +37,17 @@ type Config struct {
 	Audit func(store.AuditEvent)
 	// Metrics records sessions, logins and DATA outcomes (nil: none).
 	Metrics *metrics.Metrics
+	// LocalDomain is server.mail_domain: an unknown address there is
+	// refused, never relayed.
+	LocalDomain string
+	// Operators is the whitelist of other operators' domains (nil: no
+	// exchange with other operators): their servers may deliver on
+	// smtp.relay, and local prescribers' mail to their addresses is
+	// relayed through the outbound queue.
+	Operators interface{ Allows(domain string) bool }
+	// PeerTLS is smtp.relay's TLS configuration: the server certificate,
+	// and client certificates verified against the trust anchors.
+	PeerTLS *tls.Config
 }
 
 // Service runs SMTP listeners sharing one backend.
@@ -61,7 +72,18 @@ func New(cfg Config) *Service {
 // Serve runs one listener until Shutdown. implicitTLS wraps the listener in
 // TLS (port 465); otherwise clients must use STARTTLS before AUTH (port 587).
 func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
-	srv := smtp.NewServer(s)
+	srv := s.newServer(s)
+	if implicitTLS {
+		l = tls.NewListener(l, s.cfg.TLS)
+	} else {
+		srv.TLSConfig = s.cfg.TLS
+	}
+	return s.run(srv, l)
+}
+
+// newServer is a go-smtp server with the service's limits.
+func (s *Service) newServer(be smtp.Backend) *smtp.Server {
+	srv := smtp.NewServer(be)
 	srv.Domain = s.cfg.Hostname
 	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
 	srv.MaxRecipients = s.cfg.MaxRecipients
@@ -72,11 +94,11 @@ func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
 	srv.WriteTimeout = s.cfg.WriteTimeout
 	srv.AllowInsecureAuth = false
 	srv.ErrorLog = slogAdapter{s.cfg.Log}
-	if implicitTLS {
-		l = tls.NewListener(l, s.cfg.TLS)
-	} else {
-		srv.TLSConfig = s.cfg.TLS
-	}
+	return srv
+}
+
+// run serves l with srv until Shutdown.
+func (s *Service) run(srv *smtp.Server, l net.Listener) error {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
@@ -182,13 +204,22 @@ func (s *Service) closeSessions() {
 
 // NewSession implements smtp.Backend.
 func (s *Service) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ss, err := s.newSession(c, false)
+	if err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// newSession registers a session; peer marks one on smtp.relay.
+func (s *Service) newSession(c *smtp.Conn, peer bool) (*session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
 		// RFC 5321 §3.8: 421 when the service is shutting down.
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	}
-	ss := &session{svc: s, conn: c, id: newID(), remote: c.Conn().RemoteAddr().String()}
+	ss := &session{svc: s, conn: c, id: newID(), remote: c.Conn().RemoteAddr().String(), peer: peer}
 	ss.log = s.cfg.Log.With("session", ss.id, "remote", ss.remote)
 	s.sessions[ss] = struct{}{}
 	s.cfg.Metrics.SessionOpened(metrics.SMTP)
