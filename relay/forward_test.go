@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -367,5 +368,41 @@ func TestDispensedNotifiesPrescriber(t *testing.T) {
 		if jobs, _ := h.relay.Store().Jobs(); len(jobs) != 0 || h.storedCount(h.info.Prescriber.Address) != 1 {
 			t.Errorf("an objected execution was notified: %+v", jobs)
 		}
+	}
+}
+
+// TestMDNOnlyWhenAsked: an MDN answers Disposition-Notification-To only
+// when it names the Return-Path, and never an automatic message.
+func TestMDNOnlyWhenAsked(t *testing.T) {
+	h := newHarness(t)
+	dr := h.info.Prescriber.Address
+	for _, tc := range []struct {
+		name  string
+		extra string
+		mdn   bool
+	}{
+		{"asked", "Disposition-Notification-To: <" + dr + ">\r\n", true},
+		{"not asked", "", false},
+		{"asked for a third party", "Disposition-Notification-To: <someone@elsewhere.test>\r\n", false},
+		{"automatic message", "Disposition-Notification-To: <" + dr + ">\r\nAuto-Submitted: auto-generated\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sample := demo.SamplePrescription(time.Now())
+			if _, err := h.prescriber().Send(dr, []string{h.info.Pharmacy.Address}, h.rxMessage(sample, h.info.Pharmacy.Address, tc.extra)); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := h.relay.Store().RecordByNumber(sample.Number)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jobs, _ := h.relay.Store().Jobs()
+			queued := slices.ContainsFunc(jobs, func(j store.Job) bool { return j.RecordID == rec.ID && j.Kind == store.JobMDN })
+			if queued || tc.mdn {
+				waitFor(t, "the MDN's delivery", func() bool { return strings.Contains(h.history(sample.Number), "notified") })
+			}
+			if got := strings.Contains(h.history(sample.Number), "notified"); got != tc.mdn {
+				t.Errorf("MDN sent: %v, want %v (history %q)", got, tc.mdn, h.history(sample.Number))
+			}
+		})
 	}
 }
