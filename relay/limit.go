@@ -31,17 +31,23 @@ type limitListener struct {
 }
 
 // newLimitListener applies the caps to l: max connections at once, maxPerIP
-// from one address at once, ratePerMinute new connections per minute from
-// one client network (see rateLimiter). 0 or less disables a cap.
-func newLimitListener(l net.Listener, max, maxPerIP, ratePerMinute int, busy []byte) net.Listener {
-	if max <= 0 && maxPerIP <= 0 && ratePerMinute <= 0 {
+// from one address at once (0 or less: no cap), and the new-connection
+// rate of rate (nil: none), which the relay shares between all its
+// listeners so that a client gets one budget, not one per port.
+func newLimitListener(l net.Listener, max, maxPerIP int, rate *rateLimiter, busy []byte) net.Listener {
+	if max <= 0 && maxPerIP <= 0 && rate == nil {
 		return l
 	}
-	ll := &limitListener{Listener: l, max: max, maxPerIP: maxPerIP, busy: busy, perIP: make(map[netip.Addr]int)}
-	if ratePerMinute > 0 {
-		ll.rate = newRateLimiter(ratePerMinute, maxRateKeys, time.Now)
+	return &limitListener{Listener: l, max: max, maxPerIP: maxPerIP, rate: rate, busy: busy, perIP: make(map[netip.Addr]int)}
+}
+
+// newConnRate is the relay's connection-rate limiter: perMinute new
+// connections a minute per client network; nil when perMinute ≤ 0.
+func newConnRate(perMinute int) *rateLimiter {
+	if perMinute <= 0 {
+		return nil
 	}
-	return ll
+	return newRateLimiter(perMinute, maxRateKeys, time.Now)
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {

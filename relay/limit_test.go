@@ -174,9 +174,8 @@ func TestLimitListenerRate(t *testing.T) {
 			if busy != "" {
 				busyBytes = []byte(busy)
 			}
-			l := newLimitListener(inner, 0, 0, 2, busyBytes).(*limitListener)
 			clock := newFakeClock()
-			l.rate = newRateLimiter(2, maxRateKeys, clock.now)
+			l := newLimitListener(inner, 0, 0, newRateLimiter(2, maxRateKeys, clock.now), busyBytes).(*limitListener)
 			defer l.Close()
 			// The server greets every connection it accepts.
 			go func() {

@@ -199,8 +199,6 @@ func TestSlowClientCutOff(t *testing.T) {
 // client network, refill and memory bounds: TestRateLimiter* in
 // limit_test.go, with a hand-moved clock.)
 func TestConnectionRateLimit(t *testing.T) {
-	// One connection a minute: a refill cannot come within the test.
-	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxConnectionRatePerIP = 1 })
 	for _, tc := range []struct {
 		kind     string
 		tls      bool
@@ -214,6 +212,9 @@ func TestConnectionRateLimit(t *testing.T) {
 		{relay.IMAPTLS, true, "* OK", "", "a NOOP", "a OK"},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
+			// One connection a minute, one budget for all listeners: a
+			// refill cannot come within the test.
+			h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxConnectionRatePerIP = 1 })
 			dial := func() (net.Conn, string, error) {
 				var c net.Conn
 				var err error
@@ -386,5 +387,29 @@ func TestIMAPTooManyErrors(t *testing.T) {
 		if wantActor := map[bool]string{true: h.info.Pharmacy.Address, false: "-"}[i > 0]; r.Actor != wantActor {
 			t.Errorf("refusal %d actor %q, want %q", i, r.Actor, wantActor)
 		}
+	}
+}
+
+// TestConnectionRateShared: the rate is one budget per client for all
+// listeners, not one per port.
+func TestConnectionRateShared(t *testing.T) {
+	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxConnectionRatePerIP = 1 })
+	first, err := net.Dial("tcp", h.addrs[relay.SMTPSubmission])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_ = first.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := bufio.NewReader(first).ReadString('\n'); err != nil || !strings.HasPrefix(line, "220 ") {
+		t.Fatalf("first connection: %q, %v", line, err)
+	}
+	other, err := net.Dial("tcp", h.addrs[relay.IMAPSTARTTLS])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_ = other.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, _ := bufio.NewReader(other).ReadString('\n'); !strings.HasPrefix(line, "* BYE Too many connections") {
+		t.Fatalf("a connection to another listener within the minute got %q", line)
 	}
 }

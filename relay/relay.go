@@ -353,6 +353,7 @@ func (r *Relay) Listen() error {
 			addrs []string
 		}{Admin, []string{r.cfg.Admin.Listen}})
 	}
+	rate := newConnRate(r.cfg.Limits.MaxConnectionRatePerIP) // one budget for all listeners
 	for _, g := range groups {
 		for _, a := range g.addrs {
 			l, err := net.Listen("tcp", a)
@@ -360,7 +361,7 @@ func (r *Relay) Listen() error {
 				r.closeListeners()
 				return fmt.Errorf("%s listener on %s: %w", g.kind, a, err)
 			}
-			l = newLimitListener(l, r.cfg.Limits.MaxConnections, r.cfg.Limits.MaxConnectionsPerIP, r.cfg.Limits.MaxConnectionRatePerIP, busyReply(g.kind))
+			l = newLimitListener(l, r.cfg.Limits.MaxConnections, r.cfg.Limits.MaxConnectionsPerIP, rate, busyReply(g.kind))
 			r.listeners = append(r.listeners, bound{kind: g.kind, l: l})
 		}
 	}
