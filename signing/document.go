@@ -90,47 +90,11 @@ func (t *Trust) VerifyDocument(sig, content []byte, now time.Time) (*x509.Certif
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the document signature carries more than %d certificates", maxMessageCertificates), nil)
 	}
 
-	// 2. Exactly one signer: the document is attributed to one publisher.
-	if n := len(cms.signers); n != 1 {
-		return nil, refuse(ReasonSignerCount, fmt.Sprintf("the document has %d signers, exactly one is required", n), nil)
-	}
-	si, err := parseSignerInfo(cms.signers[0])
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the signer information does not parse", err)
-	}
-	leaf, rerr := findSignerCert(p7.Certificates, si)
+	// 2-4. One signer (the document is attributed to one publisher),
+	// allowed algorithms, the signature over the exact bytes.
+	leaf, attrs, rerr := checkSignature(cms, p7.Certificates, content, "document", "altered, or not the signed file?")
 	if rerr != nil {
 		return nil, rerr
-	}
-
-	// 3. Algorithms, before any cryptographic work with them.
-	hash, sigAlg, rerr := checkAlgorithms(si, leaf)
-	if rerr != nil {
-		return nil, rerr
-	}
-
-	// 4. Signature over the exact bytes, through the signed attributes
-	// (RFC 5652 5.4, 5.6). Without signed attributes the signature would
-	// cover the content directly; Verify refuses that form and so do we,
-	// so that one policy holds for everything the relay verifies.
-	if !si.hasSignedAttr {
-		return nil, refuse(ReasonMalformed, "the document signature has no signed attributes (content-type and message-digest are required)", nil)
-	}
-	attrs, err := parseSignedAttrs(si.signedAttrs)
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the signed attributes do not parse", err)
-	}
-	if !attrs.contentType.Equal(cms.eContentType) {
-		// RFC 5652 11.1: the attribute must name the signed content type.
-		return nil, refuse(ReasonBadSignature, "the signed content-type attribute does not match the content", nil)
-	}
-	h := hash.New()
-	h.Write(content)
-	if subtle.ConstantTimeCompare(h.Sum(nil), attrs.messageDigest) != 1 {
-		return nil, refuse(ReasonBadSignature, "the document does not match the signed message digest (altered, or not the signed file?)", nil)
-	}
-	if err := leaf.CheckSignature(sigAlg, si.signedAttrs, si.signature); err != nil {
-		return nil, refuse(ReasonBadSignature, "the signature does not verify with the signer's certificate", err)
 	}
 
 	// 5. Chain to a configured anchor, valid now.
@@ -187,4 +151,50 @@ func documentSignatureDER(sig []byte) ([]byte, *Error) {
 		return nil, refuse(ReasonMalformed, "the document signature PEM block is empty", nil)
 	}
 	return block.Bytes, nil
+}
+
+// checkSignature runs the checks Verify and VerifyDocument share, in their
+// order: exactly one signer and its certificate (2), allowed algorithms
+// before any cryptographic work with them (3), and the signature over the
+// exact content through the signed attributes (4, RFC 5652 5.4, 5.6).
+// Without signed attributes the signature would cover the content
+// directly: that form is refused, so that one policy holds for everything
+// the relay verifies. what names the object in refusals ("message",
+// "document"), alteredHint says what a digest mismatch suggests.
+func checkSignature(cms *parsedCMS, certs []*x509.Certificate, content []byte, what, alteredHint string) (*x509.Certificate, *signedAttrs, *Error) {
+	if n := len(cms.signers); n != 1 {
+		return nil, nil, refuse(ReasonSignerCount, fmt.Sprintf("the %s has %d signers, exactly one is required", what, n), nil)
+	}
+	si, err := parseSignerInfo(cms.signers[0])
+	if err != nil {
+		return nil, nil, refuse(ReasonMalformed, "the signer information does not parse", err)
+	}
+	leaf, rerr := findSignerCert(certs, si)
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	hash, sigAlg, rerr := checkAlgorithms(si, leaf)
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	if !si.hasSignedAttr {
+		return nil, nil, refuse(ReasonMalformed, fmt.Sprintf("the %s signature has no signed attributes (content-type and message-digest are required)", what), nil)
+	}
+	attrs, err := parseSignedAttrs(si.signedAttrs)
+	if err != nil {
+		return nil, nil, refuse(ReasonMalformed, "the signed attributes do not parse", err)
+	}
+	if !attrs.contentType.Equal(cms.eContentType) {
+		// RFC 5652 11.1: the attribute must name the signed content type.
+		return nil, nil, refuse(ReasonBadSignature, "the signed content-type attribute does not match the content", nil)
+	}
+	h := hash.New()
+	h.Write(content)
+	if subtle.ConstantTimeCompare(h.Sum(nil), attrs.messageDigest) != 1 {
+		return nil, nil, refuse(ReasonBadSignature, fmt.Sprintf("the %s does not match the signed message digest (%s)", what, alteredHint), nil)
+	}
+	if err := leaf.CheckSignature(sigAlg, si.signedAttrs, si.signature); err != nil {
+		return nil, nil, refuse(ReasonBadSignature, "the signature does not verify with the signer's certificate", err)
+	}
+	return leaf, attrs, nil
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -125,46 +124,12 @@ func (t *Trust) Verify(req Request) (*Result, error) {
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the signature carries more than %d certificates", maxMessageCertificates), nil)
 	}
 
-	// 2. Exactly one signer: the relay attributes a prescription to one
-	// prescriber; a second signature would be unchecked or ambiguous.
-	if n := len(cms.signers); n != 1 {
-		return nil, refuse(ReasonSignerCount, fmt.Sprintf("the message has %d signers, exactly one is required", n), nil)
-	}
-	si, err := parseSignerInfo(cms.signers[0])
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the signer information does not parse", err)
-	}
-	leaf, rerr := findSignerCert(p7.Certificates, si)
+	// 2-4. One signer, allowed algorithms, the signature over the exact
+	// bytes: the relay attributes a prescription to one prescriber; a
+	// second signature would be unchecked or ambiguous.
+	leaf, attrs, rerr := checkSignature(cms, p7.Certificates, content, "message", "altered in transit?")
 	if rerr != nil {
 		return nil, rerr
-	}
-
-	// 3. Algorithms, before any cryptographic work with them.
-	hash, sigAlg, rerr := checkAlgorithms(si, leaf)
-	if rerr != nil {
-		return nil, rerr
-	}
-
-	// 4. Signature over the exact bytes, through the signed attributes
-	// (RFC 5652 5.4, 5.6).
-	if !si.hasSignedAttr {
-		return nil, refuse(ReasonMalformed, "the signature has no signed attributes (content-type and message-digest are required)", nil)
-	}
-	attrs, err := parseSignedAttrs(si.signedAttrs)
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the signed attributes do not parse", err)
-	}
-	if !attrs.contentType.Equal(cms.eContentType) {
-		// RFC 5652 11.1: the attribute must name the signed content type.
-		return nil, refuse(ReasonBadSignature, "the signed content-type attribute does not match the content", nil)
-	}
-	h := hash.New()
-	h.Write(content)
-	if subtle.ConstantTimeCompare(h.Sum(nil), attrs.messageDigest) != 1 {
-		return nil, refuse(ReasonBadSignature, "the content does not match the signed message digest (altered in transit?)", nil)
-	}
-	if err := leaf.CheckSignature(sigAlg, si.signedAttrs, si.signature); err != nil {
-		return nil, refuse(ReasonBadSignature, "the signature does not verify with the signer's certificate", err)
 	}
 
 	// 5-8. Certificate-level checks, cached per certificate set.
