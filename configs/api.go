@@ -120,6 +120,9 @@ type Limits struct {
 	// (an IPv4 address, an IPv6 /64) may open a minute on each listener,
 	// in bursts of as many (default 300).
 	MaxConnectionRatePerIP int `toml:"max_connection_rate_per_ip"`
+	// MaxSMTPSession bounds an SMTP session's length (default 1h): past
+	// it the session gets 421 at its next command.
+	MaxSMTPSession Duration `toml:"max_smtp_session"`
 	// MaxIMAPSessionsPerAccount bounds one account's simultaneous
 	// authenticated IMAP sessions (default 20): a LOGIN beyond it gets
 	// NO [LIMIT] (RFC 5530).

@@ -47,6 +47,9 @@ const (
 	// well under it, while a reconnect loop or handshake flood is cut to
 	// five connections a second.
 	DefaultMaxConnRatePerIP = 300
+	// DefaultMaxSMTPSession: longer than any submission client needs for
+	// a batch, short enough that a NOOP loop does not hold a slot for days.
+	DefaultMaxSMTPSession = time.Hour
 	// DefaultMaxIMAPSessionsPerAccount: a mail client opens a few
 	// connections per account (Thunderbird up to 5 by default, plus one
 	// per IDLE'd folder); a practice with several workstations on one
@@ -635,6 +638,7 @@ func (v *validator) limits() {
 	intRange(v, "limits.max_connections", &l.MaxConnections, DefaultMaxConnections, 1, 100000, "")
 	intRange(v, "limits.max_connections_per_ip", &l.MaxConnectionsPerIP, DefaultMaxConnsPerIP, 1, 100000, "")
 	intRange(v, "limits.max_connection_rate_per_ip", &l.MaxConnectionRatePerIP, DefaultMaxConnRatePerIP, 1, 100000, " a minute")
+	durationRange(v, "limits.max_smtp_session", &l.MaxSMTPSession, DefaultMaxSMTPSession, time.Minute, 24*time.Hour)
 	intRange(v, "limits.max_imap_sessions_per_account", &l.MaxIMAPSessionsPerAccount, DefaultMaxIMAPSessionsPerAccount, 1, 10000, "")
 	if msgOK && hdrOK && int64(l.MaxHeaderBytes) > l.MaxMessageBytes {
 		v.fail("limits.max_header_bytes", "%d is larger than limits.max_message_bytes (%d)", l.MaxHeaderBytes, l.MaxMessageBytes)

@@ -413,3 +413,40 @@ func TestConnectionRateShared(t *testing.T) {
 		t.Fatalf("a connection to another listener within the minute got %q", line)
 	}
 }
+
+// TestSMTPSessionLifetime: a session past limits.max_smtp_session is told
+// 421 and closed even while it keeps sending commands (each NOOP resets
+// the read timeout, not the lifetime).
+func TestSMTPSessionLifetime(t *testing.T) {
+	h := newHarnessWith(t, func(c *configs.Config) { c.Limits.MaxSMTPSession.Duration = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", h.addrs[relay.SMTPSubmission])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The bound only keeps a broken server from hanging the test.
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(conn)
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "220 ") {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+	for n := 0; ; n++ {
+		if _, err := fmt.Fprintf(conn, "NOOP\r\n"); err != nil {
+			t.Fatalf("after %d NOOPs the write failed before any 421: %v", n, err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d NOOPs: %v (no 421)", n, err)
+		}
+		if strings.HasPrefix(line, "421 ") {
+			break
+		}
+		if !strings.HasPrefix(line, "250 ") {
+			t.Fatalf("NOOP answered %q", line)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Error("the connection stayed open after 421")
+	}
+}

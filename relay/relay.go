@@ -229,6 +229,7 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		WriteTimeout:    cfg.Limits.WriteTimeout.Duration,
 		Metrics:         m,
 		Audit:           audit.Record,
+		MaxSession:      cfg.Limits.MaxSMTPSession.Duration,
 		LocalDomain:     cfg.Server.MailDomain,
 		Operators:       r.whitelist(),
 		PeerTLS:         PeerTLS(tlsCfg, trust),

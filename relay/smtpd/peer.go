@@ -43,7 +43,7 @@ var (
 func (s *Service) ServeRelay(l net.Listener) error {
 	srv := s.newServer(peerBackend{s})
 	srv.TLSConfig = s.cfg.PeerTLS
-	return s.run(srv, l)
+	return s.run(srv, s.withLifetime(l))
 }
 
 // peerBackend makes peer sessions: they do not implement

@@ -48,6 +48,10 @@ type Config struct {
 	// PeerTLS is smtp.relay's TLS configuration: the server certificate,
 	// and client certificates verified against the trust anchors.
 	PeerTLS *tls.Config
+	// MaxSession bounds a session's length (0: none): every command
+	// resets ReadTimeout, so a NOOP loop would otherwise hold a
+	// connection forever.
+	MaxSession time.Duration
 }
 
 // Service runs SMTP listeners sharing one backend.
@@ -73,6 +77,7 @@ func New(cfg Config) *Service {
 // TLS (port 465); otherwise clients must use STARTTLS before AUTH (port 587).
 func (s *Service) Serve(l net.Listener, implicitTLS bool) error {
 	srv := s.newServer(s)
+	l = s.withLifetime(l) // under TLS: go-smtp must see the *tls.Conn
 	if implicitTLS {
 		l = tls.NewListener(l, s.cfg.TLS)
 	} else {
@@ -222,8 +227,85 @@ func (s *Service) newSession(c *smtp.Conn, peer bool) (*session, error) {
 	ss := &session{svc: s, conn: c, id: newID(), remote: c.Conn().RemoteAddr().String(), peer: peer}
 	ss.log = s.cfg.Log.With("session", ss.id, "remote", ss.remote)
 	s.sessions[ss] = struct{}{}
+
 	s.cfg.Metrics.SessionOpened(metrics.SMTP)
 	return ss, nil
+}
+
+// withLifetime bounds how long each connection l accepts lives
+// (Config.MaxSession). It must wrap the listener below any TLS layer:
+// go-smtp recognises implicit TLS by the *tls.Conn type.
+func (s *Service) withLifetime(l net.Listener) net.Listener {
+	if s.cfg.MaxSession <= 0 {
+		return l
+	}
+	return lifetimeListener{Listener: l, s: s}
+}
+
+type lifetimeListener struct {
+	net.Listener
+	s *Service
+}
+
+func (l lifetimeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	lc := &lifetimeConn{Conn: c}
+	lc.timer = time.AfterFunc(l.s.cfg.MaxSession, func() { l.s.expire(lc) })
+	return lc, nil
+}
+
+// lifetimeConn stops its timer when closed, so that a busy listener does
+// not accumulate an hour of timers.
+type lifetimeConn struct {
+	net.Conn
+	timer *time.Timer
+}
+
+func (c *lifetimeConn) Close() error {
+	c.timer.Stop()
+	return c.Conn.Close()
+}
+
+// expire ends a connection that outlived MaxSession the way Shutdown ends
+// sessions: its read deadline is moved into the past, so that its next
+// read fails and go-smtp answers 421; a transaction in DATA finishes
+// first. go-smtp sets a fresh deadline before each read, so the kick
+// repeats until the connection is gone, and after a grace it is closed.
+// This works at the connection, not the session: go-smtp creates the
+// session at EHLO, and a client that never sends one must be bounded too.
+func (s *Service) expire(c net.Conn) {
+	remote := c.RemoteAddr().String()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		if s.busyConn(remote) {
+			i = 0 // a transaction in DATA finishes; the grace starts after it
+		} else if err := c.SetReadDeadline(time.Unix(1, 0)); err != nil {
+			return // closed
+		} else if i == 0 {
+			s.cfg.Log.Info("smtp session too long, closing", "remote", remote, "max", s.cfg.MaxSession.String())
+		} else if i > 50 {
+			c.Close()
+			return
+		}
+		<-tick.C
+	}
+}
+
+// busyConn reports whether the session of the connection from remote is
+// in DATA.
+func (s *Service) busyConn(remote string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		if ss.remote == remote {
+			return ss.busy()
+		}
+	}
+	return false
 }
 
 func (s *Service) forget(ss *session) {
