@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net"
@@ -321,5 +323,43 @@ func TestOperatorRelayRefusals(t *testing.T) {
 	}
 	if _, ents, _ := b.relay.Store().Entries(b.pharmacy.Address, store.Inbox); len(ents) != 0 {
 		t.Errorf("%d messages filed", len(ents))
+	}
+}
+
+// TestOperatorRevokedPeer: a whitelisted operator whose client certificate
+// the CRL revokes is refused at MAIL; the chain alone is not enough.
+func TestOperatorRevokedPeer(t *testing.T) {
+	h, b := twoOperators(t)
+	pki, err := signing.LoadDevPKI(filepath.Join(h.dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := pki.IssueServer("mx2." + demo.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	crl, err := pki.IssueCRL(pki.Intermediate, []*x509.Certificate{kp.Cert}, now.Add(-time.Minute), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.info.Path(h.info.CRLs[1]), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.relay.Trust().Reload(); err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	for _, ic := range kp.Chain {
+		cert.Certificate = append(cert.Certificate, ic.Raw)
+	}
+	c, err := smtp.DialStartTLS(b.addrs[relay.SMTPRelay], &tls.Config{RootCAs: h.clientTLS().RootCAs, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Mail(h.info.Prescriber.Address, nil)
+	if code, enh := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("MAIL with a revoked certificate: %v", err)
 	}
 }

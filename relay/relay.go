@@ -6,6 +6,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -233,6 +234,9 @@ func New(cfg *configs.Config, log *slog.Logger) (*Relay, error) {
 		LocalDomain:     cfg.Server.MailDomain,
 		Operators:       r.whitelist(),
 		PeerTLS:         PeerTLS(tlsCfg, trust),
+		CheckPeer: func(chain []*x509.Certificate) error {
+			return trust.CheckRevocation(chain, time.Now())
+		},
 	})
 	maxAppend := cfg.Limits.MaxMessageBytes
 	if maxAppend > 1<<31 {

@@ -198,3 +198,20 @@ func checkSignature(cms *parsedCMS, certs []*x509.Certificate, content []byte, w
 	}
 	return leaf, attrs, nil
 }
+
+// CheckRevocation checks every certificate of chain but the last (the
+// anchor) against the CRLs under the trust store's policy, as Verify does
+// for a signer: nil, or an *Error with ReasonRevoked, or
+// ReasonRevocationUnknown when a required CRL is missing or stale (the
+// caller should answer "try again later"). The relay checks the client
+// certificates of other operators with it (crypto/tls checks only the
+// chain).
+func (t *Trust) CheckRevocation(chain []*x509.Certificate, now time.Time) error {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if _, rerr := t.state.Load().revocation(chain, now); rerr != nil {
+		return rerr
+	}
+	return nil
+}

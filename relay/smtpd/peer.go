@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"mssrelay/relay/intake"
+	"mssrelay/signing"
 	"mssrelay/store"
 )
 
@@ -33,7 +34,11 @@ var (
 	errNoClientCert   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "A client certificate from the health PKI is required (mutual TLS between operators)"}
 	errNotWhitelisted = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Your certificate names no domain on the MSSanté operators' whitelist"}
 	errSenderDomain   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender domain is not on the MSSanté operators' whitelist"}
-	errRelayDenied    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied: no such local mailbox"}
+	errPeerRevoked    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Your client certificate is revoked"}
+	// RFC 3463 X.7.5: cryptographic failure, transient: a CRL is missing
+	// or stale here.
+	errPeerRevocationUnknown = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 5}, Message: "Revocation status of your certificate unknown, try again later"}
+	errRelayDenied           = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied: no such local mailbox"}
 	// A report is filed for one recipient at a time, so that a failure
 	// cannot leave it filed for some and retried for all.
 	errOneReportRcpt = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "One recipient per report, send the others in another transaction"}
@@ -94,6 +99,16 @@ func (ss *session) peerMail(from string) error {
 	domain, ok := whitelistedPeer(cs.PeerCertificates[0], ss.svc.cfg.Operators)
 	if !ok {
 		return ss.refuseEnvelope(errNotWhitelisted, "peer="+certName(cs.PeerCertificates[0]))
+	}
+	if check := ss.svc.cfg.CheckPeer; check != nil {
+		// crypto/tls checked the chain, not revocation: the CRLs decide,
+		// as for message signatures (a missing or stale CRL is "later").
+		var serr *signing.Error
+		if err := check(cs.VerifiedChains[0]); errors.As(err, &serr) && serr.Reason == signing.ReasonRevocationUnknown {
+			return ss.refuseEnvelope(errPeerRevocationUnknown, "peer="+domain)
+		} else if err != nil {
+			return ss.refuseEnvelope(errPeerRevoked, "peer="+domain)
+		}
 	}
 	ss.peerDomain = domain
 	ss.log = ss.log.With("operator", domain)

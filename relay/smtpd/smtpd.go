@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -48,6 +49,9 @@ type Config struct {
 	// PeerTLS is smtp.relay's TLS configuration: the server certificate,
 	// and client certificates verified against the trust anchors.
 	PeerTLS *tls.Config
+	// CheckPeer checks a peer's verified certificate chain against the
+	// CRLs (signing.Trust.CheckRevocation); nil: not checked.
+	CheckPeer func(chain []*x509.Certificate) error
 	// MaxSession bounds a session's length (0: none): every command
 	// resets ReadTimeout, so a NOOP loop would otherwise hold a
 	// connection forever.
