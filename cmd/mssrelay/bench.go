@@ -12,18 +12,23 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"mssrelay/configs"
 	"mssrelay/relay/demo"
 	"mssrelay/relay/loadgen"
 	"mssrelay/signing"
 )
 
 const benchHelp = `bench [-data DIR | -smtp ADDR -user ADDR -password PW -ca FILE ...] [-n N] [-c C] [-per-conn K] [-rate R] [-json]
+       bench -idle-imap N -idle-smtp M [-idle-hold D] [-admin ADDR] [-pid PID] [-data DIR] [-json]
 
 Submits N distinct signed prescriptions to a running relay from C clients and
 reports accepted messages per second, DATA→250 latency percentiles and every
@@ -39,6 +44,21 @@ prescriber. Explicit flags override what -data provides.
 -plain runs the same SMTP phase against a mail server that only carries mail
 (no STARTTLS, no AUTH, unsigned messages of about the same size), such as the
 Postfix of bench/compare.sh.
+
+Idle mode (-idle-imap and/or -idle-smtp) measures the relay's memory with
+many mail clients connected and doing nothing: it opens N IMAP sessions
+(implicit TLS, LOGIN as -imap-user, the demo pharmacy by default, SELECT
+INBOX, then IDLE, RFC 2177) and M SMTP sessions (STARTTLS + AUTH as -user,
+then idle, NOOP every -keepalive), -dialers at a time; holds them all for
+-idle-hold; reads the relay's resident memory (RSS), Go heap and goroutines
+from its admin /metrics (-admin, by default the demo config's [admin]
+listen) and/or VmRSS from /proc/PID/status (-pid), before opening anything
+and with everything open; then closes every session (LOGOUT, QUIT).
+The relay must allow that many sessions from one address: raise [limits]
+max_connections (per listener), max_connections_per_ip,
+max_imap_sessions_per_account (all IMAP sessions are one account) and
+max_connection_rate_per_ip in its config for the run (the command says
+which are too low for the demo) and restart it.
 
 Flags:`
 
@@ -85,6 +105,14 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run; when it passes, messages not yet sent are reported as such")
 	cmdTimeout := fs.Duration("command-timeout", 30*time.Second, "bound on each SMTP command and connection attempt")
+	idleIMAP := fs.Int("idle-imap", 0, "idle mode: IMAP sessions to open and hold (LOGIN, SELECT INBOX, IDLE)")
+	idleSMTP := fs.Int("idle-smtp", 0, "idle mode: SMTP sessions to open and hold (STARTTLS, AUTH)")
+	idleHold := fs.Duration("idle-hold", 30*time.Second, "idle mode: how long every session stays open before the memory is read")
+	idleNoop := fs.Bool("idle-noop", false, "idle mode: IMAP sessions poll with NOOP every -keepalive instead of IDLE")
+	keepAlive := fs.Duration("keepalive", 30*time.Second, "idle mode: NOOP interval of held SMTP sessions (within the relay's limits.read_timeout)")
+	dialers := fs.Int("dialers", 16, "idle mode: sessions being set up at once")
+	adminAddr := fs.String("admin", "", "idle mode: the relay's admin endpoint, host:port or URL of /metrics (default: the demo config's [admin] listen)")
+	pid := fs.Int("pid", 0, "idle mode: also read VmRSS and VmHWM of this process from /proc (Linux)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,6 +136,19 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{"-timeout and -command-timeout must be positive"}
 	case (*signerCert == "") != (*signerKey == ""):
 		return usageError{"-signer-cert and -signer-key go together"}
+	case *idleIMAP < 0 || *idleSMTP < 0:
+		return usageError{"-idle-imap and -idle-smtp must be 0 or more"}
+	case *idleHold < 0 || *keepAlive <= 0 || *dialers <= 0:
+		return usageError{"-idle-hold must be 0 or more, -keepalive and -dialers positive"}
+	case *pid < 0:
+		return usageError{"-pid must be a process id"}
+	}
+	idle := *idleIMAP > 0 || *idleSMTP > 0
+	if idle {
+		*imapPhase = false // idle mode has no IMAP fetch phase
+		if !set["timeout"] {
+			*timeout += *idleHold // the default bound leaves 10 minutes for opening and closing
+		}
 	}
 	sz, err := loadgen.ParseSize(*size)
 	if err != nil {
@@ -162,12 +203,46 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	switch {
 	case *smtpAddr == "":
 		return missing("-smtp address")
-	case *from == "" || *to == "":
+	case !idle && (*from == "" || *to == ""):
 		return missing("-from/-user or -to address")
-	case !*plain && (*user == "" || *password == ""):
+	case !*plain && (!idle || *idleSMTP > 0) && (*user == "" || *password == ""):
 		return missing("-user and -password")
 	case *imapPhase && (*imapAddr == "" || *imapUser == "" || *imapPassword == ""):
 		return missing("-imap, -imap-user and -imap-password for the IMAP phase (or -imap-phase=false)")
+	case *idleIMAP > 0 && (*imapAddr == "" || *imapUser == "" || *imapPassword == ""):
+		return missing("-imap, -imap-user and -imap-password for -idle-imap")
+	}
+	if idle {
+		if *plain {
+			return usageError{"-plain does not go with idle mode"}
+		}
+		imapTLS, err := benchTLS(*caFile, info, *imapAddr)
+		if err != nil && *idleIMAP > 0 {
+			return err
+		}
+		smtpTLS, err := benchTLS(*caFile, info, *smtpAddr)
+		if err != nil && *idleSMTP > 0 {
+			return err
+		}
+		ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stopSignals()
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return benchIdle(ctx, stdout, idleRun{
+			opts: loadgen.IdleOptions{
+				IMAP: loadgen.IMAPOptions{Addr: *imapAddr, TLS: imapTLS, User: *imapUser, Password: *imapPassword,
+					Timeout: *cmdTimeout},
+				IMAPSessions: *idleIMAP,
+				NoIDLE:       *idleNoop,
+				SMTP: loadgen.SMTPOptions{Addr: *smtpAddr, TLS: smtpTLS, User: *user, Password: *password,
+					NoResume: *noResume, Timeout: *cmdTimeout},
+				SMTPSessions: *idleSMTP,
+				Dialers:      *dialers,
+				Hold:         *idleHold,
+				KeepAlive:    *keepAlive,
+			},
+			info: info, dataDir: *dataDir, admin: *adminAddr, pid: *pid, json: *asJSON,
+		})
 	}
 
 	var smtpTLS, imapTLS *tls.Config
@@ -349,4 +424,205 @@ func describeSigners(cfg loadgen.Config) string {
 		s += " " + sg.Name
 	}
 	return s + ", " + string(cfg.Size)
+}
+
+// idleRun is what `bench` passes to its idle mode.
+type idleRun struct {
+	opts    loadgen.IdleOptions
+	info    *demo.Info // nil without a demo
+	dataDir string
+	admin   string // -admin
+	pid     int    // -pid
+	json    bool
+}
+
+// benchIdleOutput is the -json document of the idle mode.
+type benchIdleOutput struct {
+	*loadgen.IdleReport
+	// LimitWarnings name the demo config's limits that refuse part of the
+	// run, and the values it needs.
+	LimitWarnings []string `json:"limit_warnings,omitempty"`
+}
+
+// benchIdle opens, holds and measures the idle sessions of r.opts and
+// prints the report. The error says whether every session was opened,
+// survived and was measured.
+func benchIdle(ctx context.Context, stdout io.Writer, r idleRun) error {
+	say := func(format string, a ...any) {
+		if !r.json {
+			fmt.Fprintf(stdout, format, a...)
+		}
+	}
+	warnings, metricsURL, err := idleDemoConfig(r)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		say("warning: %s\n", w)
+	}
+	if r.admin != "" {
+		if metricsURL, err = adminMetricsURL(r.admin); err != nil {
+			return usageError{err.Error()}
+		}
+	}
+	switch {
+	case metricsURL != "" && r.pid > 0:
+		say("Reading the relay's memory from %s and /proc/%d/status.\n", metricsURL, r.pid)
+	case metricsURL != "":
+		say("Reading the relay's memory from %s.\n", metricsURL)
+	case r.pid > 0:
+		say("Reading the relay's memory from /proc/%d/status (no Go heap figures without -admin).\n", r.pid)
+	default:
+		say("warning: no -admin endpoint ([admin] listen) and no -pid: the relay's memory will not be read\n")
+	}
+	if metricsURL != "" || r.pid > 0 {
+		hc := &http.Client{Timeout: 10 * time.Second}
+		r.opts.Measure = func(ctx context.Context) (*loadgen.Memory, error) {
+			var m *loadgen.Memory
+			if metricsURL != "" {
+				var err error
+				if m, err = loadgen.ScrapeMemory(ctx, hc, metricsURL); err != nil {
+					return nil, err
+				}
+			}
+			if r.pid > 0 {
+				p, err := loadgen.ProcMemory(r.pid)
+				if err != nil {
+					return nil, err
+				}
+				if m == nil {
+					return p, nil
+				}
+				m.Merge(p)
+			}
+			return m, nil
+		}
+	}
+	if !r.json {
+		r.opts.Progress = func(imapOpen, smtpOpen int) {
+			fmt.Fprintf(stdout, "  %d/%d IMAP, %d/%d SMTP sessions open\n",
+				imapOpen, r.opts.IMAPSessions, smtpOpen, r.opts.SMTPSessions)
+		}
+	}
+	say("Opening %d IMAP and %d SMTP idle sessions, %d at a time; holding them %v...\n",
+		r.opts.IMAPSessions, r.opts.SMTPSessions, r.opts.Dialers, r.opts.Hold)
+	rep, err := loadgen.RunIdle(ctx, r.opts)
+	if err != nil {
+		if r.info != nil && errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (is the relay running, with [admin] listen set? start the demo with `mssrelay -data %s`)", err, r.dataDir)
+		}
+		return err
+	}
+	if r.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(benchIdleOutput{IdleReport: rep, LimitWarnings: warnings}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		if err := rep.WriteText(stdout); err != nil {
+			return err
+		}
+		if rep.During != nil {
+			// One line to paste: the figures the memory target is about.
+			fmt.Fprintf(stdout, "\nidle: %d IMAP + %d SMTP sessions open, relay RSS %.1f MiB", rep.IMAPAlive, rep.SMTPAlive, mibOf(rep.During.RSS))
+			if rep.During.HeapInuse > 0 {
+				fmt.Fprintf(stdout, ", Go heap in use %.1f MiB", mibOf(rep.During.HeapInuse))
+			}
+			if rep.Before != nil {
+				fmt.Fprintf(stdout, " (%.1f MiB before, %.1f KiB per session)", mibOf(rep.Before.RSS), float64(rep.PerSession())/1024)
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+
+	var problems []error
+	if rep.IMAPOpen < rep.IMAPRequested || rep.SMTPOpen < rep.SMTPRequested {
+		problems = append(problems, fmt.Errorf("%d of %d IMAP and %d of %d SMTP sessions opened",
+			rep.IMAPOpen, rep.IMAPRequested, rep.SMTPOpen, rep.SMTPRequested))
+	}
+	if rep.IMAPAlive < rep.IMAPOpen || rep.SMTPAlive < rep.SMTPOpen {
+		problems = append(problems, fmt.Errorf("%d IMAP and %d SMTP sessions lost while held",
+			rep.IMAPOpen-rep.IMAPAlive, rep.SMTPOpen-rep.SMTPAlive))
+	}
+	if rep.MeasureError != "" {
+		problems = append(problems, errors.New(rep.MeasureError))
+	}
+	return errors.Join(problems...)
+}
+
+func mibOf(n int64) float64 { return float64(n) / (1 << 20) }
+
+// idleDemoConfig reads the demo's configuration, when the run targets the
+// demo: the limits that would refuse part of the run, and the admin
+// endpoint's /metrics URL ("" when [admin] listen is unset).
+func idleDemoConfig(r idleRun) (warnings []string, metricsURL string, err error) {
+	if r.info == nil {
+		return nil, "", nil
+	}
+	path := r.info.Path(r.info.Config)
+	cfg, err := configs.Load(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the demo's config for its limits: %w", err)
+	}
+	if cfg.Admin.Listen != "" {
+		if metricsURL, err = adminMetricsURL(cfg.Admin.Listen); err != nil {
+			return nil, "", fmt.Errorf("%s: [admin] listen: %w", path, err)
+		}
+	}
+	imapN, smtpN := 0, 0
+	for _, a := range append(cfg.IMAP.TLS, cfg.IMAP.STARTTLS...) {
+		if a == r.opts.IMAP.Addr {
+			imapN = r.opts.IMAPSessions
+		}
+	}
+	for _, a := range append(cfg.SMTP.Submission, cfg.SMTP.SubmissionTLS...) {
+		if a == r.opts.SMTP.Addr {
+			smtpN = r.opts.SMTPSessions
+		}
+	}
+	// The caps apply per listener (relay/limit.go): the larger of the two
+	// counts is what one listener must hold.
+	most := max(imapN, smtpN)
+	l := cfg.Limits
+	var low []string
+	check := func(name string, have, need int) {
+		if need > have {
+			low = append(low, fmt.Sprintf("%s = %d (now %d)", name, need, have))
+		}
+	}
+	check("max_connections", l.MaxConnections, most)
+	check("max_connections_per_ip", l.MaxConnectionsPerIP, most)
+	check("max_connection_rate_per_ip", l.MaxConnectionRatePerIP, most)
+	check("max_imap_sessions_per_account", l.MaxIMAPSessionsPerAccount, imapN)
+	if len(low) > 0 {
+		warnings = append(warnings, fmt.Sprintf("the relay's limits refuse part of this run: set in %s [limits] %s, then restart the relay",
+			path, strings.Join(low, ", ")))
+	}
+	return warnings, metricsURL, nil
+}
+
+// adminMetricsURL turns an admin listen address ("127.0.0.1:9187",
+// ":9187") or a URL into the URL of its /metrics; an unspecified host is
+// reached on loopback.
+func adminMetricsURL(s string) (string, error) {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("admin address %q: want host:port or an http(s) URL", s)
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/metrics"
+		}
+		return u.String(), nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("admin address %q: %w", s, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/metrics", nil
 }

@@ -68,7 +68,7 @@ func RunIMAP(ctx context.Context, o IMAPOptions) (*IMAPReport, error) {
 
 	// One client first, to learn the mailbox's extent; it then fetches the
 	// first slice like the others.
-	first, sel, firstLogin, err := imapLogin(ctx, o)
+	first, sel, firstLogin, err := imapLogin(ctx, o, true)
 	if err != nil {
 		return nil, fmt.Errorf("imap run: %w", err)
 	}
@@ -103,7 +103,7 @@ func RunIMAP(ctx context.Context, o IMAPOptions) (*IMAPReport, error) {
 			res.login = firstLogin
 			if k > 0 {
 				var err error
-				c, _, res.login, err = imapLogin(ctx, o)
+				c, _, res.login, err = imapLogin(ctx, o, true)
 				if err != nil {
 					res.err = fmt.Errorf("login: %w", err)
 					loggedIn.Done()
@@ -147,8 +147,9 @@ type imapConn struct {
 	stop func() bool
 }
 
-// imapLogin connects, logs in and selects the mailbox read-only (EXAMINE).
-func imapLogin(ctx context.Context, o IMAPOptions) (*imapConn, *imap.SelectData, time.Duration, error) {
+// imapLogin connects, logs in and selects the mailbox: read-only (EXAMINE,
+// RFC 3501 §6.3.2) when readOnly, else read-write (SELECT, §6.3.1).
+func imapLogin(ctx context.Context, o IMAPOptions, readOnly bool) (*imapConn, *imap.SelectData, time.Duration, error) {
 	began := time.Now()
 	opts := &imapclient.Options{TLSConfig: o.TLS, Dialer: &net.Dialer{Timeout: o.Timeout}}
 	var (
@@ -176,10 +177,14 @@ func imapLogin(ctx context.Context, o IMAPOptions) (*imapConn, *imap.SelectData,
 		ic.close()
 		return nil, nil, 0, fmt.Errorf("LOGIN as %s: %w", o.User, err)
 	}
-	sel, err := c.Select(o.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	sel, err := c.Select(o.Mailbox, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
 	if err != nil {
 		ic.close()
-		return nil, nil, 0, fmt.Errorf("EXAMINE %s: %w", o.Mailbox, err)
+		verb := "SELECT"
+		if readOnly {
+			verb = "EXAMINE"
+		}
+		return nil, nil, 0, fmt.Errorf("%s %s: %w", verb, o.Mailbox, err)
 	}
 	return ic, sel, time.Since(began), nil
 }

@@ -21,6 +21,14 @@ import (
 // the demo info pointed at the bound ports. The relay stops at cleanup.
 func startRelay(t testing.TB) *demo.Info {
 	t.Helper()
+	info, _ := startRelayServer(t)
+	return info
+}
+
+// startRelayServer is startRelay that also returns the relay (for its
+// metrics).
+func startRelayServer(t testing.TB) (*demo.Info, *relay.Relay) {
+	t.Helper()
 	dir := t.TempDir()
 	info, _, err := demo.Ensure(dir, demo.Ports{
 		Submission: "127.0.0.1:0", SubmissionTLS: "127.0.0.1:0",
@@ -60,7 +68,7 @@ func startRelay(t testing.TB) *demo.Info {
 			t.Errorf("relay did not stop within 30 s")
 		}
 	})
-	return info
+	return info, r
 }
 
 // demoSigners issues an RSA-2048 and a P-256 certificate for the demo
