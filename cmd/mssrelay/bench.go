@@ -29,6 +29,7 @@ import (
 
 const benchHelp = `bench [-data DIR | -smtp ADDR -user ADDR -password PW -ca FILE ...] [-n N] [-c C] [-per-conn K] [-rate R] [-json]
        bench -idle-imap N -idle-smtp M [-idle-hold D] [-admin ADDR] [-pid PID] [-data DIR] [-json]
+       bench -imap-sessions N [-c C] [-data DIR | -imap ADDR -imap-user ADDR -imap-password PW -ca FILE] [-json]
 
 Submits N distinct signed prescriptions to a running relay from C clients and
 reports accepted messages per second, DATA→250 latency percentiles and every
@@ -59,6 +60,18 @@ max_connections (per listener), max_connections_per_ip,
 max_imap_sessions_per_account (all IMAP sessions are one account) and
 max_connection_rate_per_ip in its config for the run (the command says
 which are too low for the demo) and restart it.
+
+Sessions mode (-imap-sessions N) measures how many short IMAP sessions the
+relay serves a second, as mail clients polling their mailbox make them: C
+workers (-c, 8 by default in this mode) each run sessions one after another,
+every session on a new implicit-TLS connection (TLS resumption from one
+session cache per worker, unless -no-resume): LOGIN as -imap-user (the demo
+pharmacy by default), EXAMINE INBOX, UID FETCH of the first message's
+BODY.PEEK[], LOGOUT. The INBOX must hold a message: put some in with
+` + "`mssrelay bench -n 200 -imap-phase=false`" + `. All sessions are one account:
+keep C below its [limits] max_imap_sessions_per_account (20 in the demo; a
+server may release a session a moment after answering its LOGOUT), and
+max_connection_rate_per_ip (a minute) above the sessions to run.
 
 Flags:`
 
@@ -113,6 +126,7 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	dialers := fs.Int("dialers", 16, "idle mode: sessions being set up at once")
 	adminAddr := fs.String("admin", "", "idle mode: the relay's admin endpoint, host:port or URL of /metrics (default: the demo config's [admin] listen)")
 	pid := fs.Int("pid", 0, "idle mode: also read VmRSS and VmHWM of this process from /proc (Linux)")
+	imapSessions := fs.Int("imap-sessions", 0, "sessions mode: run this many IMAP sessions (new connection, LOGIN, EXAMINE INBOX, UID FETCH one message, LOGOUT) from -c workers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -142,8 +156,19 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{"-idle-hold must be 0 or more, -keepalive and -dialers positive"}
 	case *pid < 0:
 		return usageError{"-pid must be a process id"}
+	case *imapSessions < 0:
+		return usageError{"-imap-sessions must be 0 or more"}
 	}
 	idle := *idleIMAP > 0 || *idleSMTP > 0
+	if *imapSessions > 0 {
+		if idle || *plain {
+			return usageError{"-imap-sessions goes with neither idle mode nor -plain"}
+		}
+		if !set["c"] {
+			*c = 8 // the SMTP default would exceed an account's IMAP sessions
+		}
+		*imapPhase = false
+	}
 	if idle {
 		*imapPhase = false // idle mode has no IMAP fetch phase
 		if !set["timeout"] {
@@ -201,6 +226,10 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{msg}
 	}
 	switch {
+	case *imapSessions > 0 && (*imapAddr == "" || *imapUser == "" || *imapPassword == ""):
+		return missing("-imap, -imap-user and -imap-password for -imap-sessions")
+	case *imapSessions > 0:
+		// Needs no SMTP: checked below.
 	case *smtpAddr == "":
 		return missing("-smtp address")
 	case !idle && (*from == "" || *to == ""):
@@ -211,6 +240,25 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return missing("-imap, -imap-user and -imap-password for the IMAP phase (or -imap-phase=false)")
 	case *idleIMAP > 0 && (*imapAddr == "" || *imapUser == "" || *imapPassword == ""):
 		return missing("-imap, -imap-user and -imap-password for -idle-imap")
+	}
+	if *imapSessions > 0 {
+		imapTLS, err := benchTLS(*caFile, info, *imapAddr)
+		if err != nil {
+			return err
+		}
+		ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stopSignals()
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return benchSessions(ctx, stdout, sessionsRun{
+			opts: loadgen.IMAPSessionsOptions{
+				IMAP: loadgen.IMAPOptions{Addr: *imapAddr, TLS: imapTLS, User: *imapUser, Password: *imapPassword,
+					Concurrency: *c, Timeout: *cmdTimeout},
+				Sessions: *imapSessions,
+				NoResume: *noResume,
+			},
+			info: info, dataDir: *dataDir, json: *asJSON,
+		})
 	}
 	if idle {
 		if *plain {
@@ -625,4 +673,95 @@ func adminMetricsURL(s string) (string, error) {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/metrics", nil
+}
+
+// sessionsRun is what `bench` passes to its sessions mode.
+type sessionsRun struct {
+	opts    loadgen.IMAPSessionsOptions
+	info    *demo.Info // nil without a demo
+	dataDir string
+	json    bool
+}
+
+// benchSessionsOutput is the -json document of the sessions mode.
+type benchSessionsOutput struct {
+	*loadgen.IMAPSessionsReport
+	LimitWarnings []string `json:"limit_warnings,omitempty"`
+}
+
+// benchSessions runs the short IMAP sessions of r.opts and prints the
+// report. The error says whether every session completed.
+func benchSessions(ctx context.Context, stdout io.Writer, r sessionsRun) error {
+	say := func(format string, a ...any) {
+		if !r.json {
+			fmt.Fprintf(stdout, format, a...)
+		}
+	}
+	warnings, err := sessionsDemoLimits(r)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		say("warning: %s\n", w)
+	}
+	if !r.json {
+		r.opts.Progress = func(done, total int) { fmt.Fprintf(stdout, "  %d/%d sessions\n", done, total) }
+	}
+	say("Running %d IMAP sessions on %s as %s with %d workers...\n",
+		r.opts.Sessions, r.opts.IMAP.Addr, r.opts.IMAP.User, r.opts.IMAP.Concurrency)
+	rep, err := loadgen.RunIMAPSessions(ctx, r.opts)
+	if err != nil {
+		switch {
+		case errors.Is(err, loadgen.ErrEmptyMailbox) && r.info != nil:
+			return fmt.Errorf("%w (put messages in with `mssrelay bench -data %s -n 200 -imap-phase=false`)", err, r.dataDir)
+		case errors.Is(err, syscall.ECONNREFUSED) && r.info != nil:
+			return fmt.Errorf("%w (is the demo relay running? start it with `mssrelay -data %s`)", err, r.dataDir)
+		}
+		return err
+	}
+	if r.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(benchSessionsOutput{IMAPSessionsReport: rep, LimitWarnings: warnings}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout)
+		if err := rep.WriteText(stdout); err != nil {
+			return err
+		}
+	}
+	if rep.Completed < rep.Sessions {
+		return fmt.Errorf("%d of %d IMAP sessions completed (%d failed, %d not run)",
+			rep.Completed, rep.Sessions, rep.Failed, rep.NotRun)
+	}
+	return nil
+}
+
+// sessionsDemoLimits names the demo config's limits that would refuse part
+// of a sessions run, when the run targets the demo's IMAP port.
+func sessionsDemoLimits(r sessionsRun) ([]string, error) {
+	if r.info == nil || r.opts.IMAP.Addr != r.info.IMAPTLS {
+		return nil, nil
+	}
+	path := r.info.Path(r.info.Config)
+	cfg, err := configs.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the demo's config for its limits: %w", err)
+	}
+	l := cfg.Limits
+	var w []string
+	// The server may count a session until a moment after its LOGOUT is
+	// answered, while the worker already logs in again: leave headroom.
+	if c := r.opts.IMAP.Concurrency; c+4 > l.MaxIMAPSessionsPerAccount {
+		w = append(w, fmt.Sprintf("%d workers against %s [limits] max_imap_sessions_per_account = %d: some LOGINs may get NO [LIMIT]; use -c %d or less",
+			c, path, l.MaxIMAPSessionsPerAccount, max(l.MaxIMAPSessionsPerAccount-4, 1)))
+	}
+	// The rate limit counts connections a minute (relay/limit.go); the
+	// first-message lookup is one more.
+	if n := r.opts.Sessions + 1; n > l.MaxConnectionRatePerIP {
+		w = append(w, fmt.Sprintf("%d connections against %s [limits] max_connection_rate_per_ip = %d a minute: some may be refused",
+			n, path, l.MaxConnectionRatePerIP))
+	}
+	return w, nil
 }
