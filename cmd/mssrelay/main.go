@@ -37,6 +37,8 @@ Usage:
   mssrelay mailbox show ACCOUNT [FOLDER]         a folder's entries: UID, flags, date, size, record, number (relay stopped)
   mssrelay bench [-data DIR] [-n N] [-c C] [-per-conn K] [-rate R] [-plain] [-json]
                                                  load-test a running relay (see docs/PERFORMANCE.md)
+  mssrelay bench -imap-sessions N | -idle-imap N -idle-smtp M
+                                                 short IMAP sessions/s; memory with idle sessions
   mssrelay version                               print the version
 
 Run "mssrelay COMMAND -h" for a command's flags.
