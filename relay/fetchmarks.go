@@ -2,6 +2,7 @@ package relay
 
 import (
 	"log/slog"
+	"sync"
 
 	"mssrelay/store"
 )
@@ -17,6 +18,12 @@ type fetchMarks struct {
 	log  *slog.Logger
 	ch   chan fetchMark
 	done chan struct{}
+
+	// mu orders record against close: a session that outlived the
+	// shutdown drain may still FETCH, and must not send on a closed
+	// channel.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type fetchMark struct {
@@ -41,6 +48,11 @@ func (f *fetchMarks) run() {
 
 // record queues a mark without blocking.
 func (f *fetchMarks) record(account string, ids []uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return
+	}
 	select {
 	case f.ch <- fetchMark{account, ids}:
 	default:
@@ -48,8 +60,13 @@ func (f *fetchMarks) record(account string, ids []uint64) {
 	}
 }
 
-// close writes what is queued and stops; no record may follow.
+// close writes what is queued and stops; later marks are dropped.
 func (f *fetchMarks) close() {
-	close(f.ch)
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.ch)
+	}
+	f.mu.Unlock()
 	<-f.done
 }
