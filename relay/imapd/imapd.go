@@ -98,11 +98,67 @@ type Service struct {
 	// logins counts the logged-in sessions of each account (acquire,
 	// release); an account with none has no key.
 	logins map[string]int
+
+	// snaps holds the latest entry list of recently selected mailboxes,
+	// shared read-only by the sessions that have them selected
+	// (mailboxEntries): a thousand clients idling on one INBOX hold one
+	// copy, and a new message is read once, not once per session.
+	snapMu sync.Mutex
+	snaps  map[string]*snapshot
+}
+
+// snapshot is a mailbox's entries at one ModSeq. Never modified: sessions
+// copy before they change their view (selected.own).
+type snapshot struct {
+	info    store.MailboxInfo
+	entries []store.Entry
+}
+
+// maxSnapshots bounds the cache; past it, arbitrary snapshots are dropped
+// (sessions keep the ones they hold).
+const maxSnapshots = 1024
+
+// mailboxEntries returns a mailbox's info and entries like
+// store.Entries, from the shared snapshot when the mailbox has not changed
+// since it was taken. The entries must not be modified.
+func (s *Service) mailboxEntries(st *store.Store, account, name string) (*store.MailboxInfo, []store.Entry, error) {
+	cur, err := st.Mailbox(account, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := account + "\x00" + cur.Name
+	s.snapMu.Lock()
+	sn := s.snaps[key]
+	s.snapMu.Unlock()
+	// ModSeq grows with every change of the mailbox (new entry, flags,
+	// expunge); UIDVALIDITY tells a recreated mailbox of the same name.
+	if sn != nil && sn.info.ModSeq == cur.ModSeq && sn.info.UIDValidity == cur.UIDValidity {
+		info := sn.info
+		return &info, sn.entries, nil
+	}
+	info, entries, err := st.Entries(account, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.snapMu.Lock()
+	if old := s.snaps[key]; old == nil || old.info.UIDValidity != info.UIDValidity || old.info.ModSeq < info.ModSeq {
+		if len(s.snaps) >= maxSnapshots {
+			for k := range s.snaps {
+				delete(s.snaps, k)
+				if len(s.snaps) < maxSnapshots/2 {
+					break
+				}
+			}
+		}
+		s.snaps[key] = &snapshot{info: *info, entries: entries}
+	}
+	s.snapMu.Unlock()
+	return info, entries, nil
 }
 
 // New returns a service; call Serve for each listener.
 func New(cfg Config) *Service {
-	return &Service{cfg: cfg, conns: make(map[*imapserver.Conn]struct{}), logins: make(map[string]int)}
+	return &Service{cfg: cfg, conns: make(map[*imapserver.Conn]struct{}), logins: make(map[string]int), snaps: make(map[string]*snapshot)}
 }
 
 // Serve runs one listener until Shutdown. implicitTLS wraps the listener

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,17 @@ type selected struct {
 	uidNext     uint32
 	modSeq      uint64
 	entries     []store.Entry // sorted by UID; index i is sequence number i+1
+	// shared: entries is a snapshot other sessions hold too
+	// (Service.mailboxEntries); own copies it before any change.
+	shared bool
+}
+
+// own gives the view its own copy of the entries before it changes them.
+func (sel *selected) own() {
+	if sel.shared {
+		sel.entries = slices.Clone(sel.entries)
+		sel.shared = false
+	}
 }
 
 var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Mailbox is read-only (EXAMINE)"}
@@ -43,8 +55,10 @@ func (sel *selected) sync(s *session, w *imapserver.UpdateWriter, allowExpunge b
 	if info.ModSeq == sel.modSeq {
 		return nil
 	}
-	info, current, err := s.store().Entries(s.account.Address, sel.name)
-	if err != nil {
+	info, current, err := s.svc.mailboxEntries(s.store(), s.account.Address, sel.name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
 		return s.bug(err)
 	}
 	if info.UIDValidity != sel.uidValidity {
@@ -104,6 +118,13 @@ func (sel *selected) sync(s *session, w *imapserver.UpdateWriter, allowExpunge b
 	sel.uidNext = info.UIDNext
 	if !pending {
 		sel.modSeq = info.ModSeq
+		// The view now holds exactly the mailbox's entries (every UID
+		// of current, in order, with current flags; dates, sizes and
+		// records never change under a UID): share the snapshot
+		// instead of keeping a copy per session.
+		sel.entries, sel.shared = current, true
+	} else {
+		sel.shared = false
 	}
 	return nil
 }
@@ -215,6 +236,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 	setSeen := !sel.readOnly && fetchSetsSeen(options)
+	if setSeen {
+		sel.own()
+	}
 	for _, i := range idx {
 		e := &sel.entries[i]
 		flagsChanged := false
@@ -428,6 +452,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	for _, e := range upd {
 		byUID[e.UID] = e.Flags
 	}
+	sel.own()
 	for _, i := range idx {
 		e := &sel.entries[i]
 		f, ok := byUID[e.UID]
@@ -488,6 +513,7 @@ func (sel *selected) dropUIDs(removed []uint32, report func(uint32) error) error
 	for _, u := range removed {
 		gone[u] = true
 	}
+	sel.own() // kept reuses the array
 	kept := sel.entries[:0]
 	for _, e := range sel.entries {
 		if gone[e.UID] {

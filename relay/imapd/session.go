@@ -138,7 +138,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	// RFC 3501 §6.3.1: a SELECT deselects the current mailbox first, even
 	// if the new one fails.
 	s.sel = nil
-	info, entries, err := s.store().Entries(s.account.Address, name)
+	info, entries, err := s.svc.mailboxEntries(s.store(), s.account.Address, name)
 	if err != nil {
 		return nil, s.mailboxError(err)
 	}
@@ -149,6 +149,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		uidNext:     info.UIDNext,
 		modSeq:      info.ModSeq,
 		entries:     entries,
+		shared:      true,
 	}
 	s.sel = sel
 
