@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"mssrelay/filestamp"
 )
 
 // TestRevocationPolicy: every issuer of a chain needs a fresh CRL unless it
@@ -373,12 +375,12 @@ func TestTrustReloadCycle(t *testing.T) {
 	}
 }
 
-// TestTrustRacyStamp: a file read within racyWindow of its modification
+// TestTrustRacyStamp: a file read within filestamp.RacyWindow of its modification
 // could change again within the same timestamp tick; it is reported
 // changed until a Reload reads it outside the window.
 func TestTrustRacyStamp(t *testing.T) {
 	f := newTrustFiles(t)
-	recent := f.now.Add(-racyWindow / 2)
+	recent := f.now.Add(-filestamp.RacyWindow / 2)
 	if err := os.Chtimes(f.interCRL, recent, recent); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"mssrelay/filestamp"
 )
 
 // Trust holds anchors, intermediates, CRLs and the revocation policy. Safe
@@ -73,7 +75,7 @@ type trustState struct {
 	cache       *verdictCache
 	// stamps identify the files this generation was read from, for Changed;
 	// nil for a Trust built by NewTrust.
-	stamps []fileStamp
+	stamps []filestamp.Stamp
 }
 
 // crlInfo is a CRL whose signature was verified against a configured CA.
@@ -205,11 +207,11 @@ func (t *Trust) CRLs() []CRLStatus {
 // lands while it is read shows up in the next Changed.
 func (t *Trust) loadFiles() (*trustState, error) {
 	var m TrustMaterial
-	var stamps []fileStamp
+	var stamps []filestamp.Stamp
 	now := t.now()
 	certs := func(what string, files []string, dst *[]*x509.Certificate) error {
 		for _, f := range files {
-			data, stamp, err := readStamped(f, now)
+			data, stamp, err := filestamp.Read(f, maxPEMFileSize, now)
 			if err != nil {
 				return fmt.Errorf("trust %s: %w", what, err)
 			}
@@ -232,7 +234,7 @@ func (t *Trust) loadFiles() (*trustState, error) {
 		return nil, err
 	}
 	for _, f := range t.files.CRLs {
-		data, stamp, err := readStamped(f, now)
+		data, stamp, err := filestamp.Read(f, maxPEMFileSize, now)
 		if err != nil {
 			return nil, fmt.Errorf("trust CRLs: %w", err)
 		}

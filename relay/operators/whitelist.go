@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"mssrelay/filestamp"
 	"mssrelay/signing"
 )
 
@@ -50,11 +50,6 @@ const (
 	// maxDomainLength is the longest domain name in text form
 	// (RFC 1035 2.3.4: 255 octets on the wire, 253 characters written).
 	maxDomainLength = 253
-	// racyWindow: a file modified this close to when it was stamped may be
-	// modified again within the same timestamp tick (coarse file system
-	// clocks) without its stamp changing, so it is read again at the next
-	// poll (the "racy git" problem).
-	racyWindow = 2 * time.Second
 )
 
 const utf8BOM = "\xEF\xBB\xBF"
@@ -435,8 +430,8 @@ func (s *Source) Load() (*Whitelist, error) {
 // snapshot is one version of the files: their bytes and stamps.
 type snapshot struct {
 	list, sig           []byte
-	listStamp, sigStamp fileStamp // sigStamp is zero without a signature file
-	hash                [32]byte  // of list and signature together
+	listStamp, sigStamp filestamp.Stamp // sigStamp is zero without a signature file
+	hash                [32]byte        // of list and signature together
 }
 
 // loaded is a list built from a snapshot.
@@ -452,12 +447,12 @@ type loaded struct {
 func (s *Source) read() (*snapshot, error) {
 	var snap snapshot
 	var err error
-	snap.list, snap.listStamp, err = readStamped(s.Path, MaxListSize)
+	snap.list, snap.listStamp, err = filestamp.Read(s.Path, MaxListSize, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("operators whitelist: %w", err)
 	}
 	if s.Signature != "" {
-		snap.sig, snap.sigStamp, err = readStamped(s.Signature, maxSignatureFileSize)
+		snap.sig, snap.sigStamp, err = filestamp.Read(s.Signature, maxSignatureFileSize, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("operators whitelist %s: signature: %w", s.Path, err)
 		}
@@ -505,66 +500,6 @@ func (s *Source) build(snap *snapshot) (*loaded, error) {
 	return out, nil
 }
 
-// fileStamp identifies a version of a file without reading it.
-type fileStamp struct {
-	info  os.FileInfo // for os.SameFile: a replaced file (rename) is another file
-	size  int64
-	mtime time.Time
-	racy  bool
-}
-
-func stampOf(fi os.FileInfo, at time.Time) fileStamp {
-	d := at.Sub(fi.ModTime())
-	return fileStamp{info: fi, size: fi.Size(), mtime: fi.ModTime(), racy: d < racyWindow && d > -racyWindow}
-}
-
-// same reports whether two stamps describe the same version. A zero stamp
-// (no signature file) is the same as another zero stamp only.
-func (a fileStamp) same(b fileStamp) bool {
-	if a.info == nil || b.info == nil {
-		return a.info == nil && b.info == nil
-	}
-	return a.size == b.size && a.mtime.Equal(b.mtime) && os.SameFile(a.info, b.info)
-}
-
-func statStamp(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return stampOf(fi, time.Now()), nil
-}
-
-// readStamped reads a regular file of at most limit bytes and stamps the
-// version read. A FIFO or device is refused before it is opened (opening
-// a FIFO blocks until a writer comes).
-func readStamped(path string, limit int64) ([]byte, fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fileStamp{}, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fileStamp{}, fmt.Errorf("%s: not a regular file", path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fileStamp{}, err
-	}
-	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, fileStamp{}, fmt.Errorf("stat %s: %w", path, err)
-	}
-	stamp := stampOf(fi, time.Now())
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fileStamp{}, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return data, stamp, nil
-}
-
 // Holder keeps the whitelist in force and replaces it when its files
 // change. A list that fails to load (broken file, bad signature, half
 // written pair) is logged and the previous list stays in force. Safe for
@@ -580,7 +515,7 @@ type Holder struct {
 	mu sync.Mutex
 	// seen describes the last version examined, loaded or refused, so
 	// that a broken version is not re-read and re-logged at every poll.
-	seenList, seenSig fileStamp
+	seenList, seenSig filestamp.Stamp
 	seenHash          [32]byte
 	// retry is set when the last examined version was refused for a
 	// reason that may go away without the files changing (revocation
@@ -642,17 +577,17 @@ func (h *Holder) Allows(domain string) bool {
 func (h *Holder) ReloadIfChanged() (reloaded bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	list, err := statStamp(h.src.Path)
+	list, err := filestamp.Stat(h.src.Path, time.Now())
 	if err != nil {
 		return false, h.fail(fmt.Errorf("operators whitelist: %w", err))
 	}
-	var sig fileStamp
+	var sig filestamp.Stamp
 	if h.src.Signature != "" {
-		if sig, err = statStamp(h.src.Signature); err != nil {
+		if sig, err = filestamp.Stat(h.src.Signature, time.Now()); err != nil {
 			return false, h.fail(fmt.Errorf("operators whitelist %s: signature: %w", h.src.Path, err))
 		}
 	}
-	if !h.retry && list.same(h.seenList) && sig.same(h.seenSig) && !h.seenList.racy && !h.seenSig.racy {
+	if !h.retry && list.Same(h.seenList) && sig.Same(h.seenSig) && !h.seenList.Racy && !h.seenSig.Racy {
 		h.lastErr = "" // the files are back as examined: a new failure is news
 		return false, nil
 	}

@@ -1,4 +1,4 @@
-package signing
+package filestamp
 
 import (
 	"io/fs"
@@ -11,7 +11,7 @@ import (
 func sysStat(fi fs.FileInfo) (dev, ino uint64, ctime int64) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return uint64(st.Dev), st.Ino, st.Ctim.Nano()
+		return 0, 0, 0
 	}
 	return uint64(st.Dev), st.Ino, st.Ctim.Nano()
 }

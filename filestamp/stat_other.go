@@ -1,6 +1,6 @@
 //go:build !linux
 
-package signing
+package filestamp
 
 import "io/fs"
 
