@@ -271,18 +271,19 @@ func deleteJob(w *wtx, j *Job) error {
 	return nil
 }
 
-// applyUpdate writes u's history events, audit events and new jobs; the
-// caller has called w.mark().
-func applyUpdate(w *wtx, u *QueueUpdate, audit []AuditEvent) error {
+// applyUpdate writes u's history events, audit events and new jobs, and
+// returns the new jobs' ids; the caller has called w.mark().
+func applyUpdate(w *wtx, u *QueueUpdate, audit []AuditEvent) ([]uint64, error) {
 	for _, ev := range u.Events {
 		if err := addRxEvents(w, ev.RecordID, ev.RxEvent); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if _, err := putJobs(w, u.Jobs); err != nil {
-		return err
+	ids, err := putJobs(w, u.Jobs)
+	if err != nil {
+		return nil, err
 	}
-	return appendAudit(w, audit)
+	return ids, appendAudit(w, audit)
 }
 
 func checkUpdate(u *QueueUpdate) ([]AuditEvent, int64, error) {
@@ -315,16 +316,9 @@ func (s *Store) Enqueue(ctx context.Context, u QueueUpdate) ([]uint64, error) {
 	var ids []uint64
 	err = s.write(size, func(w *wtx) error {
 		w.mark()
-		for _, ev := range u.Events {
-			if err := addRxEvents(w, ev.RecordID, ev.RxEvent); err != nil {
-				return err
-			}
-		}
-		ids, err = putJobs(w, u.Jobs)
-		if err != nil {
-			return err
-		}
-		return appendAudit(w, audit)
+		var err error
+		ids, err = applyUpdate(w, &u, audit)
+		return err
 	})
 	return ids, err
 }
@@ -447,7 +441,8 @@ func (s *Store) JobFailed(id uint64, retryAt time.Time, reason string, delayed b
 		if err := putJob(w, &j, old); err != nil {
 			return err
 		}
-		return applyUpdate(w, &u, audit)
+		_, err = applyUpdate(w, &u, audit)
+		return err
 	})
 }
 
@@ -468,7 +463,8 @@ func (s *Store) JobDone(id uint64, u QueueUpdate) error {
 		if err := deleteJob(w, j); err != nil {
 			return err
 		}
-		return applyUpdate(w, &u, audit)
+		_, err = applyUpdate(w, &u, audit)
+		return err
 	})
 }
 
@@ -549,7 +545,7 @@ func (s *Store) DeliverJobLocal(id uint64, account string, meta []byte, u QueueU
 		if err := deleteJob(w, j); err != nil {
 			return err
 		}
-		if err := applyUpdate(w, &u, audit); err != nil {
+		if _, err := applyUpdate(w, &u, audit); err != nil {
 			return err
 		}
 		out = &Delivered{Account: account, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: uid}

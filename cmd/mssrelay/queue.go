@@ -18,7 +18,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"mssrelay/configs"
 	"mssrelay/store"
 )
 
@@ -78,19 +77,6 @@ func parseJobID(s string) (uint64, error) {
 	return id, nil
 }
 
-// openQueueStore opens the store for a queue command: read-only for list
-// and show, so that looking never writes.
-func openQueueStore(cfg *configs.Config, write bool) (*store.Store, error) {
-	if write {
-		return openStore(cfg)
-	}
-	st, err := store.OpenReadOnly(dbPath(cfg), store.Options{LockTimeout: 3 * storeLockWait})
-	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%w\n(queue commands read the store directly: stop the relay first)", err)
-	}
-	return st, err
-}
-
 // queueJob reads one job, turning ErrNotFound into a message for the
 // administrator.
 func queueJob(st *store.Store, id uint64) (*store.Job, error) {
@@ -118,7 +104,7 @@ func cmdQueueList(args []string, stdout io.Writer, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	st, err := openQueueStore(cfg, false)
+	st, err := openReadOnly(cfg) // list and show never write
 	if err != nil {
 		return err
 	}
@@ -178,7 +164,7 @@ func cmdQueueShow(args []string, stdout io.Writer, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	st, err := openQueueStore(cfg, false)
+	st, err := openReadOnly(cfg) // list and show never write
 	if err != nil {
 		return err
 	}

@@ -226,11 +226,12 @@ func cmdMailbox(args []string, stdout io.Writer) error {
 	return usageError{fmt.Sprintf("unknown mailbox subcommand %q; %s", args[0], mailboxUsage)}
 }
 
-// openReadOnly opens the store for a read-only admin command.
+// openReadOnly opens the store for a read-only admin command (mailbox,
+// queue list and show): looking never writes.
 func openReadOnly(cfg *configs.Config) (*store.Store, error) {
 	st, err := store.OpenReadOnly(dbPath(cfg), store.Options{LockTimeout: 3 * storeLockWait})
 	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%w\n(mailbox commands read the store directly: stop the relay first)", err)
+		return nil, fmt.Errorf("%w\n(admin commands read the store directly: stop the relay first)", err)
 	}
 	return st, err
 }
