@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"mssrelay/configs"
@@ -404,5 +405,33 @@ func TestMDNOnlyWhenAsked(t *testing.T) {
 				t.Errorf("MDN sent: %v, want %v (history %q)", got, tc.mdn, h.history(sample.Number))
 			}
 		})
+	}
+}
+
+// TestPatientAddressCap: a message may name at most five patients'
+// addresses; the sixth is refused with 452 4.5.3 (RFC 5321 §4.5.3.1.8).
+func TestPatientAddressCap(t *testing.T) {
+	h := newHarness(t)
+	c, err := smtp.DialStartTLS(h.info.Submission, h.clientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", h.info.Prescriber.Address, h.info.Prescriber.Password)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(h.info.Prescriber.Address, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		err := c.Rcpt(mime.SampleINS(100+i)+"@"+configs.DefaultPatientDomain, nil)
+		if i < 5 && err != nil {
+			t.Fatalf("patient %d refused: %v", i+1, err)
+		}
+		if i == 5 {
+			if code, enh := smtpCode(err); code != 452 || enh != (smtp.EnhancedCode{4, 5, 3}) {
+				t.Fatalf("sixth patient: %v, want 452 4.5.3", err)
+			}
+		}
 	}
 }

@@ -363,3 +363,80 @@ func TestOperatorRevokedPeer(t *testing.T) {
 		t.Fatalf("MAIL with a revoked certificate: %v", err)
 	}
 }
+
+// TestOperatorReports: another operator's report (null reverse-path) is
+// filed for its one recipient; mail from <> that is not a report, and a
+// second recipient of a report, are refused.
+func TestOperatorReports(t *testing.T) {
+	h, b := twoOperators(t)
+	pki, err := signing.LoadDevPKI(filepath.Join(h.dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := pki.IssueServer("mx3." + demo.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	for _, ic := range kp.Chain {
+		cert.Certificate = append(cert.Certificate, ic.Raw)
+	}
+	dial := func(t *testing.T) *smtp.Client {
+		c, err := smtp.DialStartTLS(b.addrs[relay.SMTPRelay], &tls.Config{RootCAs: h.clientTLS().RootCAs, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	report := "From: <postmaster@" + demo.Domain + ">\r\nTo: <" + b.pharmacy.Address + ">\r\nSubject: Delivery Status Notification\r\n" +
+		"Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nundelivered\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx3." + demo.Domain +
+		"\r\n\r\nFinal-Recipient: rfc822; x@" + demo.Domain + "\r\nAction: failed\r\nStatus: 5.1.1\r\n--b--\r\n"
+	plain := "From: <postmaster@" + demo.Domain + ">\r\nTo: <" + b.pharmacy.Address + ">\r\nSubject: hello\r\n\r\nnot a report\r\n"
+	for _, tc := range []struct {
+		name string
+		rcpt []string
+		msg  string
+		code int
+		enh  smtp.EnhancedCode
+	}{
+		{"a report", []string{b.pharmacy.Address}, report, 0, smtp.EnhancedCode{}},
+		{"not a report", []string{b.pharmacy.Address}, plain, 550, smtp.EnhancedCode{5, 7, 1}},
+		{"two recipients", []string{b.pharmacy.Address, b.prescriber.Address}, report, 452, smtp.EnhancedCode{4, 5, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t)
+			if err := c.Mail("", nil); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			for _, r := range tc.rcpt {
+				if err = c.Rcpt(r, nil); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				var w io.WriteCloser
+				if w, err = c.Data(); err == nil {
+					if _, err = io.WriteString(w, tc.msg); err == nil {
+						err = w.Close()
+					}
+				}
+			}
+			if tc.code == 0 {
+				if err != nil {
+					t.Fatalf("report refused: %v", err)
+				}
+				return
+			}
+			if code, enh := smtpCode(err); code != tc.code || enh != tc.enh {
+				t.Fatalf("got %v, want %d %v", err, tc.code, tc.enh)
+			}
+		})
+	}
+	got := waitEntries(t, b.relay.Store(), b.pharmacy.Address, 1)
+	if len(got) != 1 || !bytes.Contains(got[0], []byte("report-type=delivery-status")) || !bytes.Contains(got[0], []byte("with ESMTPS")) {
+		t.Fatalf("filed %d messages: %.300q", len(got), got)
+	}
+}
