@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/x509"
 	"slices"
@@ -96,4 +97,47 @@ func chainCacheKey(leaf *x509.Certificate, certs []*x509.Certificate) [32]byte {
 	var k [32]byte
 	h.Sum(k[:0])
 	return k
+}
+
+// certCacheSize bounds the parsed-certificate cache: the certificates of
+// a few thousand active prescribers and their authorities.
+const certCacheSize = 8192
+
+// certCache keeps certificates parsed from messages, by the SHA-256 of
+// their DER. Every signed message carries the signer's certificate and
+// usually its chain, the same bytes every time; parsing them again was
+// about a third of the cost of a verification. Identical DER parses to an
+// identical certificate, and nothing modifies a parsed certificate, so
+// sharing one across verifications is safe. The zero value is ready; when
+// full it starts over (a bound, not an eviction policy: the working set is
+// far smaller).
+type certCache struct {
+	max int // 0: certCacheSize
+	mu  sync.Mutex
+	m   map[[32]byte]*x509.Certificate
+}
+
+// parse returns the certificates of ders, parsed or from the cache.
+func (c *certCache) parse(ders [][]byte) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, len(ders))
+	for i, der := range ders {
+		key := sha256.Sum256(der)
+		c.mu.Lock()
+		cert := c.m[key]
+		c.mu.Unlock()
+		if cert == nil {
+			var err error
+			if cert, err = x509.ParseCertificate(der); err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			if c.m == nil || len(c.m) >= cmp.Or(c.max, certCacheSize) {
+				c.m = make(map[[32]byte]*x509.Certificate)
+			}
+			c.m[key] = cert
+			c.mu.Unlock()
+		}
+		out[i] = cert
+	}
+	return out, nil
 }

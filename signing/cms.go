@@ -36,10 +36,11 @@ var (
 
 // The structures below mirror RFC 5652 closely enough to check what the
 // PKCS#7 library does not: its SignedData parser discards the ASN.1 error
-// (a truncated SignerInfos silently becomes "no signer"), it never compares
-// the content-type attribute, and it re-encodes the signed attributes instead
-// of using the bytes that were signed. Certificates and content still come
-// from the library.
+// (a truncated SignerInfos silently becomes "no signer"), knows only the
+// issuerAndSerialNumber form of a signer identifier, never compares the
+// content-type attribute, and re-encodes the signed attributes instead of
+// using the bytes that were signed. The verifier therefore reads the whole
+// SignedData itself; the library only signs (sign.go).
 
 // rawContentInfo is ContentInfo (RFC 5652 3) and EncapsulatedContentInfo
 // (RFC 5652 5.2), which have the same shape.
@@ -97,7 +98,13 @@ type signerInfo struct {
 // parsedCMS is the strict view of a SignedData.
 type parsedCMS struct {
 	eContentType asn1.ObjectIdentifier
-	signers      []asn1.RawValue
+	// content is eContent (RFC 5652 5.2): the signed bytes of an opaque
+	// signature, empty for a detached one.
+	content []byte
+	// certs is the DER of each certificate the SignedData carries, in
+	// order, not parsed yet (Trust.parseCerts caches the parsing).
+	certs   [][]byte
+	signers []asn1.RawValue
 }
 
 // parseCMS decodes ContentInfo and SignedData from DER strictly.
@@ -121,7 +128,43 @@ func parseCMS(der []byte) (*parsedCMS, error) {
 	if len(rest) > 0 {
 		return nil, errors.New("SignedData: trailing data")
 	}
-	return &parsedCMS{eContentType: sd.EncapContentInfo.ContentType, signers: sd.SignerInfos}, nil
+	p := &parsedCMS{eContentType: sd.EncapContentInfo.ContentType, signers: sd.SignerInfos}
+	if c := sd.EncapContentInfo.Content; len(c.FullBytes) > 0 {
+		// eContent [0] EXPLICIT OCTET STRING: encoding/asn1 leaves the
+		// explicit tag on a RawValue, so the OCTET STRING is inside.
+		// normalizeBER turned the constructed form OpenSSL streams (chunks
+		// of 4 KiB) into one primitive OCTET STRING.
+		var oct asn1.RawValue
+		rest, err := asn1.Unmarshal(c.Bytes, &oct)
+		if err != nil {
+			return nil, fmt.Errorf("eContent: %w", err)
+		}
+		if len(rest) > 0 {
+			return nil, errors.New("eContent: trailing data")
+		}
+		if oct.Class != asn1.ClassUniversal || oct.Tag != asn1.TagOctetString || oct.IsCompound {
+			return nil, errors.New("eContent is not an OCTET STRING")
+		}
+		p.content = oct.Bytes
+	}
+	// certificates [0] IMPLICIT CertificateSet: a SET OF CertificateChoices
+	// (RFC 5652 10.2.3). Only the plain Certificate choice (a SEQUENCE) is
+	// accepted; the obsolete extended and attribute certificate choices
+	// are context-tagged and would not name a signer anyway.
+	for rest := sd.Certificates.Bytes; len(rest) > 0; {
+		if len(p.certs) > maxMessageCertificates {
+			break // the caller refuses the count; no need to walk further
+		}
+		var rv asn1.RawValue
+		if rest, err = asn1.Unmarshal(rest, &rv); err != nil {
+			return nil, fmt.Errorf("certificates: %w", err)
+		}
+		if rv.Class != asn1.ClassUniversal || rv.Tag != asn1.TagSequence || !rv.IsCompound {
+			return nil, fmt.Errorf("certificates: a certificate choice other than Certificate (class %d, tag %d)", rv.Class, rv.Tag)
+		}
+		p.certs = append(p.certs, rv.FullBytes)
+	}
+	return p, nil
 }
 
 // parseSignerInfo decodes one SignerInfo.

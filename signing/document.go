@@ -72,33 +72,33 @@ func (t *Trust) VerifyDocument(sig, content []byte, now time.Time) (*x509.Certif
 	if err != nil {
 		return nil, refuse(ReasonMalformed, "the document signature is not a CMS SignedData", err)
 	}
-	p7, err := parsePKCS7(der)
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the document signature is not a CMS SignedData", err)
-	}
 	if !cms.eContentType.Equal(oidData) {
 		// RFC 5652 4: arbitrary octet strings are id-data; a detached
 		// signature over a file is id-data (OpenSSL writes nothing else).
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the signed content type %v is not id-data", cms.eContentType), nil)
 	}
-	if len(p7.Content) > 0 {
+	if len(cms.content) > 0 {
 		// An embedded copy could differ from the file beside it; only
 		// the file's bytes are used, so only a detached form is accepted.
 		return nil, refuse(ReasonMalformed, "the document signature embeds content: a detached signature is required", nil)
 	}
-	if len(p7.Certificates) > maxMessageCertificates {
+	if len(cms.certs) > maxMessageCertificates {
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the document signature carries more than %d certificates", maxMessageCertificates), nil)
+	}
+	certs, err := t.certs.parse(cms.certs)
+	if err != nil {
+		return nil, refuse(ReasonMalformed, "a certificate in the document signature does not parse", err)
 	}
 
 	// 2-4. One signer (the document is attributed to one publisher),
 	// allowed algorithms, the signature over the exact bytes.
-	leaf, attrs, rerr := checkSignature(cms, p7.Certificates, content, "document", "altered, or not the signed file?")
+	leaf, attrs, rerr := checkSignature(cms, certs, content, "document", "altered, or not the signed file?")
 	if rerr != nil {
 		return nil, rerr
 	}
 
 	// 5. Chain to a configured anchor, valid now.
-	chains, rerr := st.verifyChain(leaf, p7.Certificates, now)
+	chains, rerr := st.verifyChain(leaf, certs, now)
 	if rerr != nil {
 		return nil, rerr
 	}

@@ -40,6 +40,9 @@ type Trust struct {
 
 	reloadMu sync.Mutex // serialises Reload so two reloads cannot interleave
 	state    atomic.Pointer[trustState]
+	// certs caches the certificates messages carry; parsing does not
+	// depend on the trust material, so it survives reloads.
+	certs certCache
 }
 
 // LoadTrustOptions names the files of a trust store (LoadTrustWith).

@@ -14,8 +14,6 @@ import (
 
 	_ "crypto/sha256" // register SHA-256 for crypto.Hash.New
 	_ "crypto/sha512" // register SHA-384 and SHA-512
-
-	"github.com/smallstep/pkcs7"
 )
 
 // Limits on untrusted input.
@@ -100,45 +98,45 @@ func (t *Trust) Verify(req Request) (*Result, error) {
 	if err != nil {
 		return nil, refuse(ReasonMalformed, "the signature is not a CMS SignedData", err)
 	}
-	p7, err := parsePKCS7(der)
-	if err != nil {
-		return nil, refuse(ReasonMalformed, "the signature is not a CMS SignedData", err)
-	}
 	if !cms.eContentType.Equal(oidData) {
 		// RFC 8551 3.1: S/MIME signs MIME entities as id-data.
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the signed content type %v is not id-data", cms.eContentType), nil)
 	}
 	var content []byte
 	if detached {
-		if len(p7.Content) > 0 {
+		if len(cms.content) > 0 {
 			return nil, refuse(ReasonMalformed, "a detached signature must not embed content", nil)
 		}
 		content = req.Content
 	} else {
-		if len(p7.Content) == 0 {
+		if len(cms.content) == 0 {
 			return nil, refuse(ReasonMalformed, "the signature carries no content (detached signature without its content?)", nil)
 		}
-		content = p7.Content
+		content = cms.content
 	}
-	if len(p7.Certificates) > maxMessageCertificates {
+	if len(cms.certs) > maxMessageCertificates {
 		return nil, refuse(ReasonMalformed, fmt.Sprintf("the signature carries more than %d certificates", maxMessageCertificates), nil)
+	}
+	certs, err := t.certs.parse(cms.certs)
+	if err != nil {
+		return nil, refuse(ReasonMalformed, "a certificate in the signature does not parse", err)
 	}
 
 	// 2-4. One signer, allowed algorithms, the signature over the exact
 	// bytes: the relay attributes a prescription to one prescriber; a
 	// second signature would be unchecked or ambiguous.
-	leaf, attrs, rerr := checkSignature(cms, p7.Certificates, content, "message", "altered in transit?")
+	leaf, attrs, rerr := checkSignature(cms, certs, content, "message", "altered in transit?")
 	if rerr != nil {
 		return nil, rerr
 	}
 
 	// 5-8. Certificate-level checks, cached per certificate set.
-	key := chainCacheKey(leaf, p7.Certificates)
+	key := chainCacheKey(leaf, certs)
 	v := st.cache.get(key, now)
 	var chains [][]*x509.Certificate
 	if v == nil {
 		var rerr *Error
-		chains, rerr = st.verifyChain(leaf, p7.Certificates, now)
+		chains, rerr = st.verifyChain(leaf, certs, now)
 		if rerr != nil {
 			return nil, rerr
 		}
@@ -203,25 +201,6 @@ func (t *Trust) Verify(req Request) (*Result, error) {
 	}
 
 	return &Result{Signer: signer, Content: content}, nil
-}
-
-// parsePKCS7 runs the library parser on DER from normalizeBER. A panic in
-// the library on hostile input becomes an error rather than a crash.
-//
-// Only Content and Certificates are used; the signer comes from parseCMS.
-// With a subjectKeyIdentifier sid the library fails on SignerInfos (it
-// knows issuerAndSerialNumber only), discards that error and returns the
-// fields it decoded before it: content and certificates, which SignedData
-// places before the signer infos (RFC 5652 5.1). TestVerifySubjectKeyIdentifier
-// and TestOpenSSLSignsWeVerify (-keyid: opaque and detached, DER and
-// streamed BER) fail if a library version stops doing so.
-func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			p7, err = nil, fmt.Errorf("pkcs7 parser panic: %v", r)
-		}
-	}()
-	return pkcs7.Parse(der)
 }
 
 // findSignerCert returns the certificate the SignerInfo's sid names
