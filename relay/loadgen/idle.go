@@ -396,7 +396,7 @@ func keepAlive(smtps []*client, imaps []*imapConn, lost map[any]bool, errs map[s
 		}()
 	}
 	for _, c := range smtps {
-		do(c, c.c.Noop, "SMTP")
+		do(c, c.noop, "SMTP")
 	}
 	for _, ic := range imaps {
 		do(ic, func() error { return ic.c.Noop().Wait() }, "IMAP")

@@ -120,6 +120,7 @@ type Message struct {
 	Data   []byte
 	Number string // prescription number, unique in the batch
 	Signer string // Signer.Name, or "plain"
+	wire   []byte // Data dot-stuffed and terminated for DATA (Stuff)
 }
 
 // Batch is a prepared set of messages, ready to send.
@@ -238,5 +239,6 @@ func (cfg *Config) message(i int, now time.Time) (Message, error) {
 		}
 		signer = sg.Name
 	}
-	return Message{Data: mime.BuildDetached(header, content, sig), Number: s.Number, Signer: signer}, nil
+	data := mime.BuildDetached(header, content, sig)
+	return Message{Data: data, Number: s.Number, Signer: signer, wire: Stuff(data)}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ import (
 type fakeBackend struct {
 	sessions atomic.Int64
 	accepted atomic.Int64
+	mu       sync.Mutex
+	received [][]byte // accepted messages as the server read them
 }
 
 func (b *fakeBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
@@ -57,6 +60,9 @@ func (s *fakeSession) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "shutting down"}
 	}
 	s.b.accepted.Add(1)
+	s.b.mu.Lock()
+	s.b.received = append(s.b.received, b)
+	s.b.mu.Unlock()
 	return nil
 }
 
@@ -156,41 +162,116 @@ func TestRefusalsAndErrorsAreCounted(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := batch(tt.to, n, tt.body)
-			r, err := loadgen.RunSMTP(context.Background(), b, loadgen.SMTPOptions{
-				Addr: tt.addr, Concurrency: c, PerConn: tt.perConn, Timeout: 10 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Accepted != tt.accepted {
-				t.Errorf("accepted %d, want %d", r.Accepted, tt.accepted)
-			}
-			if !sameCounts(r.Refused, tt.refused) {
-				t.Errorf("refused %v, want %v", r.Refused, tt.refused)
-			}
-			if !sameCounts(r.Errors, tt.errors) {
-				t.Errorf("errors %v, want %v", r.Errors, tt.errors)
-			}
-			if hi := max(tt.connections, tt.connectionsMax); r.Connections < tt.connections || r.Connections > hi {
-				t.Errorf("%d connections, want %d to %d", r.Connections, tt.connections, hi)
-			}
-			if r.Data.Count != tt.wantDataLats {
-				t.Errorf("%d DATA latencies, want %d (accepted messages only)", r.Data.Count, tt.wantDataLats)
-			}
-			if r.Security != "plain" {
-				t.Errorf("security %q, want plain", r.Security)
-			}
-			var text bytes.Buffer
-			if err := r.WriteText(&text); err != nil {
-				t.Fatal(err)
-			}
-			for k := range tt.refused {
-				if !strings.Contains(text.String(), k) {
-					t.Errorf("text report does not name refusal %q:\n%s", k, text.String())
+		for _, pipelining := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/pipelining=%v", tt.name, pipelining), func(t *testing.T) {
+				want := refusalWant{
+					accepted: tt.accepted, refused: tt.refused, errors: tt.errors,
+					connections: tt.connections, connectionsMax: tt.connectionsMax, dataLats: tt.wantDataLats,
 				}
-			}
-		})
+				if pipelining && tt.connections > 0 {
+					want.pipelined = n // go-smtp's server offers PIPELINING
+				}
+				refusalCase(t, tt.addr, tt.to, n, c, tt.perConn, !pipelining, tt.body, want)
+			})
+		}
+	}
+}
+
+type refusalWant struct {
+	accepted                 int
+	refused, errors          map[string]int
+	connections              int
+	connectionsMax, dataLats int
+	pipelined                int
+}
+
+func refusalCase(t *testing.T, addr, to string, n, c, perConn int, noPipelining bool, body func(int) string, tt refusalWant) {
+	t.Helper()
+	b := batch(to, n, body)
+	r, err := loadgen.RunSMTP(context.Background(), b, loadgen.SMTPOptions{
+		Addr: addr, Concurrency: c, PerConn: perConn, Timeout: 10 * time.Second, NoPipelining: noPipelining})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pipelined != tt.pipelined {
+		t.Errorf("%d transactions pipelined, want %d", r.Pipelined, tt.pipelined)
+	}
+	if r.Accepted != tt.accepted {
+		t.Errorf("accepted %d, want %d", r.Accepted, tt.accepted)
+	}
+	if !sameCounts(r.Refused, tt.refused) {
+		t.Errorf("refused %v, want %v", r.Refused, tt.refused)
+	}
+	if !sameCounts(r.Errors, tt.errors) {
+		t.Errorf("errors %v, want %v", r.Errors, tt.errors)
+	}
+	if hi := max(tt.connections, tt.connectionsMax); r.Connections < tt.connections || r.Connections > hi {
+		t.Errorf("%d connections, want %d to %d", r.Connections, tt.connections, hi)
+	}
+	if r.Data.Count != tt.dataLats {
+		t.Errorf("%d DATA latencies, want %d (accepted messages only)", r.Data.Count, tt.dataLats)
+	}
+	if r.Security != "plain" {
+		t.Errorf("security %q, want plain", r.Security)
+	}
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for k := range tt.refused {
+		if !strings.Contains(text.String(), k) {
+			t.Errorf("text report does not name refusal %q:\n%s", k, text.String())
+		}
+	}
+}
+
+// TestDotStuffing checks that what the server reads is exactly the message:
+// lines starting with "." are stuffed on the wire and unstuffed by the
+// server (RFC 5321 §4.5.2), a lone "." line does not end the message early,
+// and a message without a final CRLF still ends properly.
+func TestDotStuffing(t *testing.T) {
+	be, addr := startFake(t)
+	bodies := []string{
+		"From: a@fake.test\r\n\r\n.hidden\r\n.\r\n..two\r\nend\r\n",
+		"From: a@fake.test\r\n\r\nno final line break",
+		"From: a@fake.test\r\n\r\n.",
+	}
+	b := &loadgen.Batch{From: "dr@fake.test", To: "rx@fake.test"}
+	for i, m := range bodies {
+		b.Messages = append(b.Messages, loadgen.Message{Data: []byte(m), Number: fmt.Sprint(i), Signer: "plain"})
+	}
+	r, err := loadgen.RunSMTP(context.Background(), b, loadgen.SMTPOptions{Addr: addr, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Accepted != len(bodies) {
+		t.Fatalf("accepted %d of %d: %+v %+v", r.Accepted, len(bodies), r.Refused, r.Errors)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	for i, m := range bodies {
+		want := m
+		if !strings.HasSuffix(want, "\r\n") {
+			want += "\r\n" // DATA cannot carry a message without a final line break
+		}
+		if got := string(be.received[i]); got != want {
+			t.Errorf("message %d: server read %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestStuff(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"", ".\r\n"},
+		{"a\r\n", "a\r\n.\r\n"},
+		{"a", "a\r\n.\r\n"},
+		{".a\r\n.\r\nb\r\n", "..a\r\n..\r\nb\r\n.\r\n"},
+		{"a\n.b\n", "a\n..b\n.\r\n"}, // bare LF still starts a line
+		{"x.y\r\n", "x.y\r\n.\r\n"},  // a dot inside a line stays
+	} {
+		if got := string(loadgen.Stuff([]byte(tt.in))); got != tt.want {
+			t.Errorf("Stuff(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
 

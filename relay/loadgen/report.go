@@ -43,6 +43,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	} else {
 		p("  connections\t%d (TLS sessions resumed: %d)\n", r.Connections, r.Resumed)
 	}
+	p("  pipelined\t%d of %d transactions (RFC 2920: MAIL, RCPT, DATA in one write)\n", r.Pipelined, r.Messages-r.NotSent)
 	header := false
 	row := func(name string, l Latency) {
 		if l.Count == 0 {

@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -24,6 +22,10 @@ type SMTPOptions struct {
 	// NoResume disables TLS session resumption. By default connections of
 	// a run share a client session cache, as a real mail client does.
 	NoResume bool
+	// NoPipelining sends MAIL, RCPT and DATA one at a time, waiting for
+	// each reply, even when the server offers PIPELINING (RFC 2920), as
+	// simple clients (most practice software, scripts) do.
+	NoPipelining bool
 	// User and Password authenticate with AUTH PLAIN (RFC 4616) on every
 	// connection; an empty User skips AUTH.
 	User, Password string
@@ -73,6 +75,10 @@ type Report struct {
 	Errors  map[string]int `json:"errors"`
 	NotSent int            `json:"not_sent"` // left when the context ended
 
+	// Pipelined counts transactions sent with MAIL, RCPT and DATA in one
+	// write (RFC 2920): the server offered PIPELINING and the run allowed it.
+	Pipelined int `json:"pipelined"`
+
 	Connections int `json:"connections"` // successful connection set-ups
 	Resumed     int `json:"tls_resumed"` // of which TLS sessions resumed
 
@@ -117,6 +123,7 @@ type tally struct {
 	errors              map[string]int
 	connections         int
 	resumed             int
+	pipelined           int
 	connect, data, txn  []time.Duration
 	response            []time.Duration
 	bySigner            map[string][]time.Duration
@@ -227,6 +234,7 @@ func RunSMTP(ctx context.Context, b *Batch, o SMTPOptions) (*Report, error) {
 		attempted += t.attempted
 		r.Connections += t.connections
 		r.Resumed += t.resumed
+		r.Pipelined += t.pipelined
 		for k, v := range t.refused {
 			r.Refused[k] += v
 			r.RefusalText[k] = t.refusalText[k]
@@ -404,85 +412,22 @@ func runClient(ctx context.Context, b *Batch, o *SMTPOptions, next func() (job, 
 	}
 }
 
-// client is one SMTP connection.
-type client struct {
-	c       *smtp.Client
-	conn    net.Conn // the socket under c, for the DATA write deadline
-	timeout time.Duration
-	stop    func() bool // stops the context watcher
-	resumed bool
-}
-
-func dial(ctx context.Context, o *SMTPOptions) (*client, error) {
-	d := net.Dialer{Timeout: o.Timeout}
-	dctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	conn, err := d.DialContext(dctx, "tcp", o.Addr)
-	if err != nil {
-		return nil, err
-	}
-	// Closing the socket is the one way to interrupt a blocked read or
-	// write of the SMTP client when the run is cancelled.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) (*client, error) {
-		stop()
-		conn.Close()
-		return nil, err
-	}
-	var c *smtp.Client
-	switch {
-	case o.TLS != nil && o.ImplicitTLS:
-		tc := tls.Client(conn, o.TLS)
-		if err := tc.HandshakeContext(dctx); err != nil {
-			return fail(fmt.Errorf("TLS: %w", err))
-		}
-		c = smtp.NewClient(tc)
-		c.CommandTimeout = o.Timeout
-		if err := c.Hello("localhost"); err != nil {
-			return fail(err)
-		}
-	case o.TLS != nil:
-		// NewClientStartTLS waits for the greeting, EHLO and STARTTLS under
-		// go-smtp's default 5-minute CommandTimeout (it sets and clears its
-		// own deadlines, and the client exists only once it returns): bound
-		// the whole exchange by closing the socket when it overruns.
-		overrun := time.AfterFunc(o.Timeout, func() { conn.Close() })
-		c, err = smtp.NewClientStartTLS(conn, o.TLS)
-		if !overrun.Stop() && err == nil {
-			err = fmt.Errorf("no answer within %v", o.Timeout)
-		}
-		if err != nil {
-			return fail(fmt.Errorf("STARTTLS: %w", err))
-		}
-	default:
-		c = smtp.NewClient(conn)
-		c.CommandTimeout = o.Timeout
-		if err := c.Hello("localhost"); err != nil {
-			return fail(err)
-		}
-	}
-	c.CommandTimeout = o.Timeout
-	c.SubmissionTimeout = o.Timeout
-	if o.User != "" {
-		if err := c.Auth(sasl.NewPlainClient("", o.User, o.Password)); err != nil {
-			return fail(fmt.Errorf("AUTH: %w", err))
-		}
-	}
-	cl := &client{c: c, conn: conn, timeout: o.Timeout, stop: stop}
-	if st, ok := c.TLSConnectionState(); ok {
-		cl.resumed = st.DidResume
-	}
-	return cl, nil
-}
-
 // send runs one transaction (RFC 5321 §3.3: MAIL, RCPT, DATA) and records
 // its outcome in t. It reports whether the connection is no longer usable.
 func (c *client) send(from, to string, m *Message, due time.Time, t *tally) (broken bool) {
 	began := time.Now()
 	defer func() { t.last = time.Now() }()
-	refuse := func(err error) bool {
+	if m.wire == nil {
+		m.wire = Stuff(m.Data) // a batch not made by Prepare
+	}
+	if c.pipeline {
+		t.pipelined++
+	}
+	dataStart, step, sent, err := c.transaction(from, to, m.wire)
+	if err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
+			t.errors[errorClass(step, err)]++
 			return true
 		}
 		k := ReplyKey(se)
@@ -491,47 +436,13 @@ func (c *client) send(from, to string, m *Message, due time.Time, t *tally) (bro
 			t.refusalText[k] = se.Message
 		}
 		// RFC 5321 §3.8: 421 means the server is closing the channel.
-		return se.Code == 421
-	}
-	// abort handles a failure before the message was sent: a refusal
-	// leaves the connection usable once the transaction is reset.
-	abort := func(step string, err error) bool {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			t.errors[errorClass(step, err)]++
+		if se.Code == 421 {
 			return true
 		}
-		if refuse(err) {
-			return true
-		}
-		return c.c.Reset() != nil
-	}
-	if err := c.c.Mail(from, nil); err != nil {
-		return abort("MAIL", err)
-	}
-	if err := c.c.Rcpt(to, nil); err != nil {
-		return abort("RCPT", err)
-	}
-	dataStart := time.Now()
-	w, err := c.c.Data()
-	if err != nil {
-		return abort("DATA", err)
-	}
-	// go-smtp puts no deadline on the message transfer itself (only on
-	// commands and on the final reply): a server that stops reading must
-	// not hang the client.
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
-	if _, err := w.Write(m.Data); err != nil {
-		t.errors[errorClass("DATA", err)]++
-		return true
-	}
-	if _, err := w.CloseWithResponse(); err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			t.errors[errorClass("DATA", err)]++
-			return true
-		}
-		return refuse(err)
+		// A refusal before the message was sent leaves the connection
+		// usable once the transaction is reset; after it, the server has
+		// already ended the transaction.
+		return !sent && c.reset() != nil
 	}
 	end := time.Now()
 	t.accepted++
@@ -543,17 +454,4 @@ func (c *client) send(from, to string, m *Message, due time.Time, t *tally) (bro
 		t.response = append(t.response, end.Sub(due))
 	}
 	return false
-}
-
-// quit ends the session politely (RFC 5321 §4.1.1.10).
-func (c *client) quit() {
-	if err := c.c.Quit(); err != nil {
-		c.c.Close()
-	}
-	c.stop()
-}
-
-func (c *client) close() {
-	c.c.Close()
-	c.stop()
 }
