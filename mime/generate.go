@@ -42,6 +42,20 @@ type Sample struct {
 	// MSSINS, when set, writes "X-MSS-INS: <value>" in the signed entity's
 	// header (the relay reads the signed value before the outer one).
 	MSSINS string
+
+	// Invalid variants, for the tests of the refusals: the relay must
+	// refuse a sample with either set. The demo and the load tool leave
+	// them zero.
+	//
+	// XDMSample, with XDM set, is the sample the IHE_XDM.ZIP metadata
+	// describes instead of this one: a different number, patient or
+	// prescriber makes the FHIR Bundle and the archive disagree.
+	XDMSample *Sample
+	// XDMBomb, with XDM set, adds to the archive an entry of that many
+	// zero bytes, deflated about 1000 to 1: a zip bomb, refused for its
+	// compression ratio (or, above 8 MiB, its expanded size) before
+	// anything is inflated.
+	XDMBomb int64
 }
 
 // confidentialityCodeSystem is the code system of INVISIBLE_PATIENT in
@@ -59,10 +73,16 @@ const DefaultRPPS = "10101201234"
 // The output is deterministic (the boundary is derived from the sample),
 // so rendering a sample twice gives the same bytes, as a resent message
 // would. With XDM and PDF set a message is about 20 KiB.
-func (s Sample) Content() []byte { return s.render(s) }
+func (s Sample) Content() []byte {
+	x := s
+	if s.XDMSample != nil {
+		x = *s.XDMSample
+		x.XDMBomb = s.XDMBomb
+	}
+	return s.render(x)
+}
 
-// render is Content with the XDM metadata taken from x (tests use a
-// different x to build a FHIR/XDM disagreement).
+// render is Content with the XDM archive rendered from x (XDMSample).
 func (s Sample) render(x Sample) []byte {
 	type part struct {
 		header string
@@ -303,6 +323,17 @@ func (s Sample) xdmZip(doc []byte, docType, docName string) []byte {
 		}
 		if err != nil {
 			panic(fmt.Sprintf("mime: write sample zip: %v", err)) // in-memory writer
+		}
+	}
+	if s.XDMBomb > 0 {
+		// Written in chunks: the bomb is large only once inflated.
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: "IHE_XDM/SUBSET01/BOMB.BIN", Method: zip.Deflate, Modified: mod})
+		zeros := make([]byte, 64<<10)
+		for left := s.XDMBomb; err == nil && left > 0; left -= int64(len(zeros)) {
+			_, err = w.Write(zeros[:min(left, int64(len(zeros)))])
+		}
+		if err != nil {
+			panic(fmt.Sprintf("mime: write sample zip bomb: %v", err)) // in-memory writer
 		}
 	}
 	if err := zw.Close(); err != nil {

@@ -76,16 +76,26 @@ func rxError(format string, args ...any) *Error {
 }
 
 // ExtractPrescription reads the prescription from the signed MIME entity
-// (content as signed, CRLF). It returns *Error with KindPrescription.
-//
-// The entity is first scanned with DefaultLimits (for the opaque form it
-// was inside the PKCS#7 and never scanned). It is then walked through its
-// multipart/* containers (not into message/rfc822) to find at most one
-// application/fhir+json part and at most one IHE_XDM.ZIP attachment; at
-// least one must be present. When both are, they must name the same
-// prescription, patient and prescriber.
+// (content as signed, CRLF) under DefaultLimits. It returns *Error with
+// KindPrescription. The relay itself uses ExtractPrescriptionWith and its
+// configured limits; this form serves tools and tests.
 func ExtractPrescription(content []byte) (*Prescription, error) {
-	if err := Scan(content, DefaultLimits()); err != nil {
+	return ExtractPrescriptionWith(content, DefaultLimits())
+}
+
+// ExtractPrescriptionWith is ExtractPrescription under lim (zero fields
+// take their default, as in Scan).
+//
+// The entity is first scanned with lim: for the opaque form it was inside
+// the PKCS#7, so the scan of the outer message never saw its structure,
+// and the limits an administrator configured must hold there too. It is
+// then walked through its multipart/* containers (not into message/rfc822)
+// to find at most one application/fhir+json part and at most one
+// IHE_XDM.ZIP attachment; at least one must be present. When both are,
+// they must name the same prescription, patient and prescriber.
+func ExtractPrescriptionWith(content []byte, lim Limits) (*Prescription, error) {
+	lim = lim.withDefaults()
+	if err := Scan(content, lim); err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			return nil, rxError("signed content: %s", e.Detail)
@@ -106,7 +116,7 @@ func ExtractPrescription(content []byte) (*Prescription, error) {
 	}
 
 	var fhirPart, xdmPart *leaf
-	err = walk(content, 0, DefaultLimits().MaxDepth, func(l *leaf) error {
+	err = walk(content, 0, lim, func(l *leaf) error {
 		switch {
 		case l.ct.media == MediaTypeFHIR || l.ct.media == "application/json+fhir":
 			if fhirPart != nil {
@@ -344,7 +354,7 @@ type leaf struct {
 // walk calls fn for every leaf of the entity b, descending multipart/*.
 // The caller has run Scan, so depth and size are bounded; the depth check
 // here is a second guard that keeps the recursion bounded on its own.
-func walk(b []byte, depth, maxDepth int, fn func(*leaf) error) error {
+func walk(b []byte, depth int, lim Limits, fn func(*leaf) error) error {
 	h, err := parseHeader(b, 0, 0, 0)
 	if err != nil {
 		return rxError("signed content: %v", err)
@@ -361,19 +371,19 @@ func walk(b []byte, depth, maxDepth int, fn func(*leaf) error) error {
 		}
 		return fn(&leaf{ct: ct, cte: cte, filename: name, body: body})
 	}
-	if depth >= maxDepth {
-		return rxError("signed content nested deeper than %d levels", maxDepth)
+	if depth >= lim.MaxDepth {
+		return rxError("signed content nested deeper than %d levels", lim.MaxDepth)
 	}
 	boundary, err := checkBoundary(ct)
 	if err != nil {
 		return rxError("signed content: %v", err)
 	}
-	spans, err := splitParts(body, boundary, DefaultLimits().MaxParts)
+	spans, err := splitParts(body, boundary, lim.MaxParts)
 	if err != nil {
 		return rxError("signed content: %v", err)
 	}
 	for _, s := range spans {
-		if err := walk(body[s[0]:s[1]], depth+1, maxDepth, fn); err != nil {
+		if err := walk(body[s[0]:s[1]], depth+1, lim, fn); err != nil {
 			return err
 		}
 	}

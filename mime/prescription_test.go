@@ -230,9 +230,7 @@ func TestExtractRefusals(t *testing.T) {
 	disagree := func(f func(*Sample)) []byte {
 		x := good
 		f(&x)
-		s := good
-		s.XDM = true
-		return s.render(x)
+		return variant(func(s *Sample) { s.XDMSample = &x })
 	}
 	one := func(json string) []byte { return entity("", fhirPart("base64", json)) }
 	zipOf := func(s Sample) []byte { return s.xdmZip([]byte("doc"), "application/pdf", "DOC0001.PDF") }
@@ -270,6 +268,8 @@ func TestExtractRefusals(t *testing.T) {
 		{"disagree on number", disagree(func(s *Sample) { s.Number = "RX-OTHER" }), "disagree on the prescription number"},
 		{"disagree on INS", disagree(func(s *Sample) { s.PatientINS = SampleINS(99) }), "disagree on the patient INS"},
 		{"disagree on IDNPS", disagree(func(s *Sample) { s.RPPS = "10101209999" }), "disagree on the prescriber IDNPS"},
+		{"XDM zip bomb (ratio)", variant(func(s *Sample) { s.XDMBomb = 4 << 20 }), "compression ratio over 100"},
+		{"XDM zip bomb (size)", variant(func(s *Sample) { s.XDMBomb = 9 << 20 }), "expands to more than"},
 		{"malformed content", crlf("Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx\n"), "signed content: multipart has no close delimiter"},
 		{"too deep content", nested(17), "signed content: MIME nesting deeper than 16"},
 	}

@@ -1,13 +1,17 @@
 package relay_test
 
 import (
+	"bytes"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
 
+	"mssrelay/mime"
 	"mssrelay/relay"
 	"mssrelay/relay/demo"
 	"mssrelay/relay/submit"
@@ -26,6 +30,23 @@ func TestAuditTrail(t *testing.T) {
 	}
 	if _, err := c.Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, msg); err != nil {
 		t.Fatal(err)
+	}
+	// Replay attempts: the same number with other content, and the same
+	// sender's Message-ID on another prescription. Each is refused and
+	// audited as a replay, under the number it carried.
+	conflict := demo.SamplePrescription(time.Now())
+	conflict.Number = number
+	conflict.Items = []mime.Item{{Kind: "MedicationRequest", Text: "Morphine 10 mg", Dosage: "1 par heure"}}
+	other := demo.SamplePrescription(time.Now())
+	reusedID := h.rxMessage(other, h.info.Pharmacy.Address, "")
+	newID, _ := mime.HeaderField(reusedID, "Message-ID")
+	oldID, _ := mime.HeaderField(msg, "Message-ID")
+	reusedID = bytes.Replace(reusedID, []byte(newID), []byte(oldID), 1)
+	for _, replay := range [][]byte{h.rxMessage(conflict, h.info.Pharmacy.Address, ""), reusedID} {
+		_, err := c.Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, replay)
+		if code, enh := smtpCode(err); code != 554 || enh != (smtp.EnhancedCode{5, 7, 1}) {
+			t.Fatalf("replay: %v, want 554 5.7.1", err)
+		}
 	}
 	unsigned := append(submitHeader(h.info.Prescriber.Address, h.info.Pharmacy.Address), []byte("Content-Type: text/plain\r\n\r\nHello\r\n")...)
 	if _, err := c.Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, unsigned); err == nil {
@@ -80,6 +101,7 @@ func TestAuditTrail(t *testing.T) {
 		{store.AuditSMTPAccept, "rx=" + number},
 		{store.AuditSMTPDuplicate, "rx=" + number},
 		{store.AuditSMTPRefuse, "554 5.7.0 not_signed"},
+		{store.AuditSMTPRefuse, "554 5.7.1 replay"},
 		{store.AuditSMTPRefuse, "550 5.1.1"},
 		{store.AuditAuthOK, "proto=smtp"},
 		{store.AuditAuthFail, "535 5.7.8"},
@@ -99,6 +121,14 @@ func TestAuditTrail(t *testing.T) {
 	}
 	if r := find(store.AuditSMTPAccept, "rx="+number); r != nil && r.Actor != h.info.Prescriber.Address {
 		t.Errorf("acceptance actor %q", r.Actor)
+	}
+	// Both replay attempts, each under its number, with exactly the
+	// outcome "554 5.7.1 replay" (the reason label of relay/intake).
+	for _, rx := range []string{number, other.Number} {
+		r := find(store.AuditSMTPRefuse, "rx="+rx+" ")
+		if r == nil || r.Outcome != "554 5.7.1 replay" || r.Actor != h.info.Prescriber.Address {
+			t.Errorf("replay of %s audited as %+v", rx, r)
+		}
 	}
 	for _, r := range recs {
 		all := strings.Join([]string{r.Kind, r.Actor, r.Remote, r.Subject, r.Outcome, r.Detail}, " ")

@@ -435,3 +435,60 @@ func TestPatientAddressCap(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryChoice: X-Ordonnance-Delivery is read from the signed entity
+// and recorded with the filing (Record.Delivery): "messaging-only" queues
+// the patient's copy, "paper" does not. The same field in the outer,
+// unsigned header (anyone on the path could add it) is ignored: nothing
+// recorded, nothing forwarded, and it never overrides the signed value.
+func TestDeliveryChoice(t *testing.T) {
+	var op *patientOperator
+	h := newHarnessWith(t, withPatientOperator(t, &op))
+	const outerMessagingOnly = "X-Ordonnance-Delivery: " + mime.DeliveryMessagingOnly + "\r\n"
+	var forwarded []byte
+	for _, tc := range []struct {
+		name          string
+		signed, outer string
+		want          string // Record.Delivery
+		forward       bool
+	}{
+		{"signed messaging-only", mime.DeliveryMessagingOnly, "", mime.DeliveryMessagingOnly, true},
+		{"signed paper", mime.DeliveryPaper, "", mime.DeliveryPaper, false},
+		{"outer header only", "", outerMessagingOnly, "", false},
+		{"outer header contradicts the signed value", mime.DeliveryPaper, outerMessagingOnly, mime.DeliveryPaper, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sample := demo.SamplePrescription(time.Now())
+			// A qualified identity: only the delivery choice decides.
+			sample.Delivery, sample.MSSINS = tc.signed, "O"
+			msg := h.rxMessage(sample, h.info.Pharmacy.Address, tc.outer)
+			if tc.outer != "" {
+				if v, _ := mime.HeaderField(msg, "X-Ordonnance-Delivery"); v != mime.DeliveryMessagingOnly {
+					t.Fatalf("outer X-Ordonnance-Delivery %q", v)
+				}
+			}
+			if _, err := h.prescriber().Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, msg); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := h.relay.Store().RecordByNumber(sample.Number)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Delivery != tc.want {
+				t.Errorf("Record.Delivery %q, want %q", rec.Delivery, tc.want)
+			}
+			// The copy's job is filed in the same transaction as the
+			// record: its absence now is final.
+			if hist := h.history(sample.Number); strings.Contains(hist, "forward.queued") != tc.forward {
+				t.Errorf("history %q, forward queued: want %v", hist, tc.forward)
+			}
+			if tc.forward {
+				forwarded = msg
+			}
+		})
+	}
+	waitFor(t, "the messaging-only copy", func() bool { return len(op.messages()) >= 1 })
+	if got := op.messages(); len(got) != 1 || forwarded == nil || !bytes.HasSuffix(got[0].data, forwarded) {
+		t.Errorf("%d copies reached the patients' operator, want only the signed messaging-only one", len(got))
+	}
+}

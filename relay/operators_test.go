@@ -440,3 +440,89 @@ func TestOperatorReports(t *testing.T) {
 		t.Fatalf("filed %d messages: %.300q", len(got), got)
 	}
 }
+
+// TestOperatorSignerRefusals: mail from another operator has no account
+// to vouch for its sender, so the signing certificate itself must name a
+// health professional (rx_signer_not_professional) and the prescription
+// that professional's IDNPS (rx_signer_mismatch). Each is refused after
+// DATA with 554 5.7.1 and its own text; a valid prescription over the same
+// connection setup is filed, so the refusals are these checks'.
+func TestOperatorSignerRefusals(t *testing.T) {
+	h, b := twoOperators(t)
+	pki, err := signing.LoadDevPKI(filepath.Join(h.dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := pki.IssueServer("mx4." + demo.Domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	for _, ic := range kp.Chain {
+		cert.Certificate = append(cert.Certificate, ic.Raw)
+	}
+	from := h.info.Prescriber.Address
+	// The same address, the same trusted PKI, but no IDNPS in the
+	// subject: an e-mail certificate, not a professional's.
+	noIDNPS, err := pki.IssuePerson(from, "", "MARTIN Jeanne")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compose := func(k *signing.KeyPair, mut func(*mime.Sample)) []byte {
+		now := time.Now()
+		sample := demo.SamplePrescription(now)
+		if mut != nil {
+			mut(&sample)
+		}
+		content := sample.Content()
+		sig, err := signing.SignDetached(k, content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mime.BuildDetached(submit.Message(from, b.pharmacy.Address, "Ordonnance", sample.Number+"@"+demo.Domain, now), content, sig)
+	}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		code int // 0: filed
+		text string
+	}{
+		{"signed by the prescriber", compose(h.signer(), nil), 0, ""},
+		{"certificate without IDNPS", compose(noIDNPS, nil), 554, "names no health professional"},
+		{"prescription names another prescriber than the signer", compose(h.signer(), func(s *mime.Sample) { s.RPPS = "10101209999" }), 554, "is not the signer's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := smtp.DialStartTLS(b.addrs[relay.SMTPRelay], &tls.Config{RootCAs: h.clientTLS().RootCAs, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Mail(from, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Rcpt(b.pharmacy.Address, nil); err != nil {
+				t.Fatal(err)
+			}
+			w, err := c.Data()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(tc.msg); err != nil {
+				t.Fatal(err)
+			}
+			err = w.Close()
+			if tc.code == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if code, enh := smtpCode(err); code != tc.code || enh != (smtp.EnhancedCode{5, 7, 1}) || !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("got %v, want %d 5.7.1 …%s…", err, tc.code, tc.text)
+			}
+		})
+	}
+	if _, ents, err := b.relay.Store().Entries(b.pharmacy.Address, store.Inbox); err != nil || len(ents) != 1 {
+		t.Errorf("B filed %d messages (%v), want only the valid one", len(ents), err)
+	}
+}

@@ -300,3 +300,27 @@ func parseSignedAttrs(set []byte) (*signedAttrs, error) {
 	}
 	return &out, nil
 }
+
+// SignedContent returns the content an opaque signature carries (eContent,
+// RFC 5652 5.2), DER or streamed BER, without verifying anything. It is
+// for reading messages that were verified when they were filed (filed
+// bytes never change, while verifying again could fail for reasons that
+// have nothing to do with them: a certificate expired since, a CRL not yet
+// refreshed). Never use it to decide whether to trust a message.
+func SignedContent(p7 []byte) ([]byte, error) {
+	if len(p7) > MaxOpaqueSize {
+		return nil, fmt.Errorf("signed content: the signature is larger than %d bytes", MaxOpaqueSize)
+	}
+	der, err := normalizeBER(p7)
+	if err != nil {
+		return nil, fmt.Errorf("signed content: %w", err)
+	}
+	cms, err := parseCMS(der)
+	if err != nil {
+		return nil, fmt.Errorf("signed content: %w", err)
+	}
+	if len(cms.content) == 0 {
+		return nil, errors.New("signed content: the signature carries no content")
+	}
+	return cms.content, nil
+}

@@ -126,3 +126,37 @@ func TestCertCache(t *testing.T) {
 		t.Fatalf("%d entries, bound 2", len(c.m))
 	}
 }
+
+// TestSignedContent reads the content of opaque signatures, DER and
+// streamed BER, and refuses a detached one (no content) and garbage.
+func TestSignedContent(t *testing.T) {
+	for _, name := range []string{"rsa-opaque-chain.p7m", "ecdsa-opaque-ber-nochain.p7m", "rsa-detached-chain.p7s"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", "openssl", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := pem.Decode(raw); b != nil {
+			raw = b.Bytes
+		}
+		got, err := SignedContent(raw)
+		if strings.Contains(name, "detached") {
+			if err == nil {
+				t.Errorf("%s: content %q from a detached signature", name, got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		content, err := os.ReadFile(filepath.Join("testdata", "openssl", "content.eml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, content) {
+			t.Errorf("%s: content differs from content.eml (%d vs %d bytes)", name, len(got), len(content))
+		}
+	}
+	if _, err := SignedContent([]byte("garbage")); err == nil {
+		t.Error("garbage accepted")
+	}
+}

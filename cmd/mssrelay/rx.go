@@ -13,6 +13,7 @@ import (
 	"mssrelay/mime"
 	"mssrelay/relay"
 	"mssrelay/relay/demo"
+	"mssrelay/signing"
 	"mssrelay/store"
 )
 
@@ -112,26 +113,41 @@ func printContent(st *store.Store, rec *store.Record, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	signed, err := mime.Split(raw)
+	body, err := filedContent(raw)
 	if err != nil {
-		return err
-	}
-	body := signed.Content
-	if body == nil {
-		// Opaque: the content is inside the PKCS#7; the store keeps what
-		// was verified at filing, so only the detached form is shown here.
-		fmt.Fprintln(stdout, "  content     (opaque signature: use `demo fetch` or openssl to read it)")
-		return nil
+		return fmt.Errorf("record %d: %w", rec.ID, err)
 	}
 	rx, err := mime.ExtractPrescription(body)
 	if err != nil {
-		return err
+		return fmt.Errorf("record %d: %w", rec.ID, err)
 	}
 	fmt.Fprintf(stdout, "  patient INS %s\n  authored    %s\n", rx.PatientINS, rx.AuthoredOn)
 	for _, it := range rx.Items {
 		fmt.Fprintf(stdout, "  item        %s: %s — %s\n", it.Kind, it.Text, it.Dosage)
 	}
 	return nil
+}
+
+// filedContent returns the signed MIME entity of a filed message: the
+// first part of a detached signature, or the content carried inside an
+// opaque one (RFC 8551 §3.5.2). It does not verify the signature again:
+// the message was verified before it was filed and filed bytes never
+// change, while verifying now could fail for reasons unrelated to what
+// was filed (a certificate expired since, a CRL not yet refreshed).
+// relay/claim reads filed content the same way.
+func filedContent(raw []byte) ([]byte, error) {
+	s, err := mime.Split(raw)
+	if err != nil {
+		return nil, fmt.Errorf("filed message: %w", err)
+	}
+	if s.Form == mime.Detached {
+		return s.Content, nil
+	}
+	content, err := signing.SignedContent(s.PKCS7)
+	if err != nil {
+		return nil, fmt.Errorf("filed message: opaque signature: %w", err)
+	}
+	return content, nil
 }
 
 // printHistory prints the record's history (store/rxlog.go: filing,

@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"mssrelay/configs"
+	"mssrelay/mime"
 	"mssrelay/relay"
 	"mssrelay/relay/demo"
+	"mssrelay/relay/submit"
+	"mssrelay/signing"
 	"mssrelay/store"
 )
 
@@ -171,6 +174,98 @@ func TestRxShowForwardOutcomes(t *testing.T) {
 			wantLines(t, out, c.want+f.patient, "  executed    no\n")
 			if strings.Contains(out, "pending to") {
 				t.Errorf("a finished job is shown pending:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestRxShowContentForms: -content prints the prescription whichever way
+// it was signed; for an opaque signature (application/pkcs7-mime) the
+// signed entity is read from inside the SignedData.
+func TestRxShowContentForms(t *testing.T) {
+	for _, opaque := range []bool{false, true} {
+		name := map[bool]string{false: "detached", true: "opaque"}[opaque]
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			info, _, err := demo.Ensure(dir, demo.DefaultPorts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			kp, err := info.Signer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			rx := demo.SamplePrescription(now)
+			content := rx.Content()
+			header := submit.Message(info.Prescriber.Address, info.Pharmacy.Address, "Ordonnance", rx.Number+"@"+demo.Domain, now)
+			var msg []byte
+			if opaque {
+				p7, err := signing.SignOpaque(kp, content)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg = mime.BuildOpaque(header, p7)
+			} else {
+				sig, err := signing.SignDetached(kp, content)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg = mime.BuildDetached(header, content, sig)
+			}
+			if s, err := mime.Split(msg); err != nil || (s.Form == mime.Opaque) != opaque {
+				t.Fatalf("composed %s message: %+v %v", name, s, err)
+			}
+			st, err := store.Open(filepath.Join(dir, relay.DBFile), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.File(context.Background(), &store.Filing{
+				Raw: msg, Received: now, Sender: info.Prescriber.Address, Recipients: []string{info.Pharmacy.Address},
+				Number: rx.Number, Digest: sha256.Sum256(content), Signer: info.Prescriber.Address, IDNPS: "8" + demo.PrescriberRPPS,
+				PatientINS: rx.PatientINS, Delivery: rx.Delivery,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			code, out, errOut := runCmd(t, "", "rx", "show", "-data", dir, "-content", rx.Number)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			wantLines(t, out,
+				"  patient INS "+rx.PatientINS+"\n",
+				"  item        MedicationRequest: "+rx.Items[0].Text+" — "+rx.Items[0].Dosage+"\n",
+				"  item        MedicationRequest: "+rx.Items[1].Text+" — "+rx.Items[1].Dosage+"\n",
+			)
+			if strings.Contains(out, "opaque signature") {
+				t.Errorf("placeholder instead of the content:\n%s", out)
+			}
+			code, out, _ = runCmd(t, "", "rx", "show", "-data", dir, rx.Number)
+			if code != 0 || strings.Contains(out, rx.PatientINS) || strings.Contains(out, rx.Items[0].Text) {
+				t.Errorf("without -content: exit %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+// TestFiledContentRefusals: a filed message whose content cannot be read
+// back is reported, never printed as something else.
+func TestFiledContentRefusals(t *testing.T) {
+	header := []byte("From: a@b.test\r\n")
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"not signed", []byte("From: a@b.test\r\nContent-Type: text/plain\r\n\r\nhello\r\n"), "filed message: "},
+		{"opaque, not a SignedData", mime.BuildOpaque(header, []byte("not DER")), "opaque signature"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := filedContent(tc.raw); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}

@@ -168,7 +168,9 @@ func (in *Intake) accept(ctx context.Context, env *Envelope, raw []byte, number 
 		return nil, fromSigning(err)
 	}
 
-	rx, err := mime.ExtractPrescription(res.Content)
+	// The configured limits, not the defaults: for an opaque signature the
+	// signed entity was inside the PKCS#7 and Scan above never saw it.
+	rx, err := mime.ExtractPrescriptionWith(res.Content, in.Limits)
 	if err != nil {
 		return nil, fromMIME(err)
 	}
