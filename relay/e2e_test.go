@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,13 @@ func TestRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongMail, err := other.IssuePerson("someone.else@"+demo.Domain, demo.PrescriberRPPS, "ELSE Some")
+	// Issued by the relay's own PKI, so the signature is trusted and only
+	// the address differs from the From: field.
+	pki, err := signing.LoadDevPKI(filepath.Dir(h.info.Path(h.info.RootCA)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongMail, err := pki.IssuePerson("someone.else@"+demo.Domain, demo.PrescriberRPPS, "ELSE Some")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,17 +177,19 @@ func TestRefusals(t *testing.T) {
 		msg  []byte
 		code int
 		enh  smtp.EnhancedCode
+		text string // a part of the reply text ("": not checked)
 	}{
-		{"not signed", unsigned, 554, smtp.EnhancedCode{5, 7, 0}},
-		{"tampered content", tampered, 554, smtp.EnhancedCode{5, 7, 7}},
-		{"From is not the account", badFrom, 550, smtp.EnhancedCode{5, 7, 1}},
-		{"untrusted root", signedBy(foreign), 554, smtp.EnhancedCode{5, 7, 1}},
-		{"certificate e-mail differs", signedBy(wrongMail), 554, smtp.EnhancedCode{5, 7, 1}},
-		{"replay with other content", compose(func(s *mime.Sample) { *s = forged }), 554, smtp.EnhancedCode{5, 7, 1}},
-		{"Message-ID reused with other content", reusedID, 554, smtp.EnhancedCode{5, 7, 1}},
-		{"prescription without items", compose(func(s *mime.Sample) { s.Items = nil }), 554, smtp.EnhancedCode{5, 6, 0}},
-		{"invalid INS", compose(func(s *mime.Sample) { s.PatientINS = "184127512345641" }), 554, smtp.EnhancedCode{5, 6, 0}},
-		{"prescriber identifier not the account's", compose(func(s *mime.Sample) { s.RPPS = "10101209999" }), 554, smtp.EnhancedCode{5, 7, 1}},
+		{"not signed", unsigned, 554, smtp.EnhancedCode{5, 7, 0}, ""},
+		{"tampered content", tampered, 554, smtp.EnhancedCode{5, 7, 7}, "does not match the signed message digest"},
+		{"From is not the account", badFrom, 550, smtp.EnhancedCode{5, 7, 1}, ""},
+		{"untrusted root", signedBy(foreign), 554, smtp.EnhancedCode{5, 7, 1}, "not issued by a trusted authority"},
+		{"certificate e-mail differs", signedBy(wrongMail), 554, smtp.EnhancedCode{5, 7, 1},
+			"the signing certificate is for someone.else@" + demo.Domain + ", not for the From: address " + from},
+		{"replay with other content", compose(func(s *mime.Sample) { *s = forged }), 554, smtp.EnhancedCode{5, 7, 1}, ""},
+		{"Message-ID reused with other content", reusedID, 554, smtp.EnhancedCode{5, 7, 1}, ""},
+		{"prescription without items", compose(func(s *mime.Sample) { s.Items = nil }), 554, smtp.EnhancedCode{5, 6, 0}, ""},
+		{"invalid INS", compose(func(s *mime.Sample) { s.PatientINS = "184127512345641" }), 554, smtp.EnhancedCode{5, 6, 0}, ""},
+		{"prescriber identifier not the account's", compose(func(s *mime.Sample) { s.RPPS = "10101209999" }), 554, smtp.EnhancedCode{5, 7, 1}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,6 +197,9 @@ func TestRefusals(t *testing.T) {
 			code, enh := smtpCode(err)
 			if code != tc.code || enh != tc.enh {
 				t.Fatalf("got %v, want %d %v", err, tc.code, tc.enh)
+			}
+			if tc.text != "" && !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("reply %q does not say %q", err, tc.text)
 			}
 		})
 	}

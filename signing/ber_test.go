@@ -95,6 +95,34 @@ func TestNormalizeBERManyChunks(t *testing.T) {
 	}
 }
 
+// TestNormalizeBERElementLimit: the parse tree is bounded by
+// maxBERElements, counting the outer element; one element more is refused
+// rather than allocated.
+func TestNormalizeBERElementLimit(t *testing.T) {
+	// An indefinite-length SEQUENCE of n NULLs: not DER, so it takes the
+	// parser, not the DER fast path.
+	seq := func(n int) []byte {
+		b := make([]byte, 0, 2+2*n+2)
+		b = append(b, 0x30, 0x80)
+		for i := 0; i < n; i++ {
+			b = append(b, 0x05, 0x00)
+		}
+		return append(b, 0, 0)
+	}
+	out, err := normalizeBER(seq(maxBERElements - 1))
+	if err != nil {
+		t.Fatalf("%d elements: %v", maxBERElements, err)
+	}
+	// 0x30, a 3-octet long length, the NULLs.
+	if want := 1 + 4 + 2*(maxBERElements-1); len(out) != want || out[0] != 0x30 {
+		t.Errorf("%d elements: %d bytes out (tag %x), want a %d-byte SEQUENCE", maxBERElements, len(out), out[0], want)
+	}
+	_, err = normalizeBER(seq(maxBERElements))
+	if err == nil || !strings.Contains(err.Error(), "more than 262144 BER elements") {
+		t.Fatalf("%d elements: error %v, want the element limit", maxBERElements+1, err)
+	}
+}
+
 func hexDecode(s string) ([]byte, error) {
 	return hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"sort"
@@ -136,22 +137,154 @@ func withSID(t testing.TB, der []byte, sid asn1.RawValue, version int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rewriteSignedData(t, der, func(sd, si []asn1.RawValue) {
+		si[0] = derInt(t, version)
+		si[1] = asn1.RawValue{FullBytes: sidDER}
+		if version == 3 {
+			sd[0] = derInt(t, 3)
+		}
+	})
+}
+
+// rewriteSignedData decodes der (a ContentInfo holding a SignedData, as
+// makeSig returns) down to the elements of the SignedData and of its first
+// SignerInfo, lets edit replace elements of either, and encodes the result
+// again:
+//
+//	SignedData { version, digestAlgorithms, encapContentInfo,
+//	             [0] certificates, …, signerInfos }          (RFC 5652 5.1)
+//	SignerInfo { version, sid, digestAlgorithm, [0] signedAttrs,
+//	             signatureAlgorithm, signature, … }          (RFC 5652 5.3)
+//
+// The last SignedData element (signerInfos) is rebuilt from si after edit.
+func rewriteSignedData(t testing.TB, der []byte, edit func(sd, si []asn1.RawValue)) []byte {
+	t.Helper()
 	// ContentInfo { contentType, [0] { SignedData { version, …, signerInfos } } }
 	ci := derElements(t, der)
 	wrapper := derElements(t, ci[1].FullBytes)
 	sd := derElements(t, wrapper[0].FullBytes)
 	sis := derElements(t, sd[len(sd)-1].FullBytes)
 	si := derElements(t, sis[0].FullBytes)
-	si[0] = derInt(t, version)
-	si[1] = asn1.RawValue{FullBytes: sidDER}
+	edit(sd, si)
 	sis[0] = derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, si)
 	sd[len(sd)-1] = derConstructed(t, asn1.ClassUniversal, asn1.TagSet, sis)
-	if version == 3 {
-		sd[0] = derInt(t, 3)
-	}
 	wrapper[0] = derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, sd)
 	ci[1] = derConstructed(t, asn1.ClassContextSpecific, 0, wrapper)
 	return derConstructed(t, asn1.ClassUniversal, asn1.TagSequence, ci).FullBytes
+}
+
+// resignSignedAttrs returns der (from makeSig, signed by kp) with the signed
+// attributes of its first SignerInfo replaced by what edit makes of them,
+// signed again by kp: the signature stays valid, so Verify gets past the
+// signature to the attribute check under test (RFC 5652 5.4: the signature
+// covers the DER of the attributes under an explicit SET OF tag).
+func resignSignedAttrs(t testing.TB, der []byte, kp *KeyPair, edit func([]rawAttribute) []rawAttribute) []byte {
+	t.Helper()
+	return rewriteSignedData(t, der, func(_, si []asn1.RawValue) {
+		var digestAlg pkix.AlgorithmIdentifier
+		if _, err := asn1.Unmarshal(si[2].FullBytes, &digestAlg); err != nil {
+			t.Fatal(err)
+		}
+		var attrs []rawAttribute
+		for _, e := range derElements(t, si[3].FullBytes) {
+			var a rawAttribute
+			if _, err := asn1.Unmarshal(e.FullBytes, &a); err != nil {
+				t.Fatal(err)
+			}
+			attrs = append(attrs, a)
+		}
+		attrs = edit(attrs)
+		// DER SET OF: elements sorted by their encodings (X.690 11.6).
+		encs := make([][]byte, len(attrs))
+		for i, a := range attrs {
+			var err error
+			if encs[i], err = asn1.Marshal(a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sort.Slice(encs, func(a, b int) bool { return bytes.Compare(encs[a], encs[b]) < 0 })
+		body := bytes.Join(encs, nil)
+		set, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash := hashOfDigestOID(t, digestAlg.Algorithm)
+		h := hash.New()
+		h.Write(set)
+		sig, err := kp.Key.Sign(rand.Reader, h.Sum(nil), hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		implicit, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigDER, err := asn1.Marshal(sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		si[3] = asn1.RawValue{FullBytes: implicit}
+		si[5] = asn1.RawValue{FullBytes: sigDER}
+	})
+}
+
+// attrValues is the SET OF AttributeValue holding vals.
+func attrValues(t testing.TB, vals ...any) asn1.RawValue {
+	t.Helper()
+	var body []byte
+	for _, v := range vals {
+		b, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = append(body, b...)
+	}
+	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: body}
+}
+
+func hashOfDigestOID(t testing.TB, oid asn1.ObjectIdentifier) crypto.Hash {
+	t.Helper()
+	switch {
+	case oid.Equal(oidSHA256):
+		return crypto.SHA256
+	case oid.Equal(oidSHA384):
+		return crypto.SHA384
+	case oid.Equal(oidSHA512):
+		return crypto.SHA512
+	}
+	t.Fatalf("digest algorithm %v: no hash for it in the tests", oid)
+	return 0
+}
+
+// reissueForKey issues a certificate shaped by tmpl (through p.Issue) but
+// for the public key pub, which Issue cannot generate (curves and key
+// types the verifier refuses, an RSA modulus too large to generate in a
+// test). Key is left nil: the caller picks the key the message is signed
+// with. The verifier refuses such keys before any signature check, so pub
+// need not have a private key at all.
+func reissueForKey(t testing.TB, p *DevPKI, tmpl Template, pub crypto.PublicKey) *KeyPair {
+	t.Helper()
+	kp := mustIssue(t, p, tmpl)
+	issuer := tmpl.Issuer
+	if issuer == nil {
+		issuer = p.Intermediate
+	}
+	c := *kp.Cert
+	c.Extensions, c.ExtraExtensions, c.SubjectKeyId = nil, nil, nil
+	serial, err := randomSerial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SerialNumber = serial
+	der, err := x509.CreateCertificate(rand.Reader, &c, issuer.Cert, pub, issuer.Key)
+	if err != nil {
+		t.Fatalf("CreateCertificate for a %T: %v", pub, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &KeyPair{Cert: cert, Chain: kp.Chain}
 }
 
 // derElements returns the elements inside the constructed DER value b.

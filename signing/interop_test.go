@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,6 +127,88 @@ func TestOpenSSLSignsWeVerify(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestOpenSSLStreamedChunksWeVerify: `openssl cms -sign -nodetach -stream`
+// writes the content as a constructed OCTET STRING of indefinite length, in
+// segments of a few KiB (4096 bytes for OpenSSL 3). A prescription larger
+// than one segment must verify: the segments are joined in order, and the
+// digest is over the whole content.
+func TestOpenSSLStreamedChunksWeVerify(t *testing.T) {
+	bin := needOpenSSL(t)
+	dir := t.TempDir()
+	p := mustPKI(t)
+	interPEM := filepath.Join(dir, "inter.pem")
+	writePEMCerts(t, interPEM, p.Intermediate.Cert)
+	// About 20 KiB of lines that differ, so a segment dropped, repeated or
+	// reordered changes the digest.
+	var content bytes.Buffer
+	content.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+	for i := 0; content.Len() < 20<<10; i++ {
+		fmt.Fprintf(&content, "Ligne %04d : Amoxicilline 1 g, 2 fois par jour pendant 6 jours.\r\n", i)
+	}
+	contentFile := filepath.Join(dir, "content.eml")
+	if err := os.WriteFile(contentFile, content.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trust := mustTrustNoCRL(t, p, []*x509.Certificate{p.Root.Cert}, nil)
+	for kname, kt := range map[string]KeyType{"p256": KeyECDSAP256, "rsa2048": KeyRSA2048} {
+		kp := mustIssue(t, p, Template{Email: drEmail, RPPS: drRPPS, Name: drName, KeyType: kt})
+		leafPEM := filepath.Join(dir, kname+".pem")
+		keyPEM := filepath.Join(dir, kname+".key")
+		if err := kp.WriteFiles(filepath.Join(dir, kname+"-chain.pem"), keyPEM); err != nil {
+			t.Fatal(err)
+		}
+		writePEMCerts(t, leafPEM, kp.Cert)
+		for _, keyid := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/keyid=%v", kname, keyid), func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "sig.der")
+				args := []string{"cms", "-sign", "-binary", "-md", "sha256", "-in", contentFile,
+					"-signer", leafPEM, "-inkey", keyPEM, "-certfile", interPEM,
+					"-nodetach", "-stream", "-outform", "DER", "-out", out}
+				if keyid {
+					args = append(args, "-keyid")
+				}
+				runOpenSSL(t, bin, args...)
+				ber, err := os.ReadFile(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The input really is streamed in several segments: the
+				// primitive OCTET STRINGs holding pieces of the content
+				// add up to all of it.
+				bp := &berParser{in: ber}
+				if _, _, err := bp.parse(0, 0); err != nil {
+					t.Fatalf("parse: %v", err)
+				}
+				segments, total := 0, 0
+				for _, n := range bp.nodes {
+					if len(n.ident) == 1 && n.ident[0] == 0x04 && len(n.content) > 0 &&
+						len(n.content) < content.Len() && bytes.Contains(content.Bytes(), n.content) {
+						segments++
+						total += len(n.content)
+					}
+				}
+				if segments < 2 || total != content.Len() {
+					t.Fatalf("openssl wrote %d content segments of %d bytes in all, want several adding up to %d", segments, total, content.Len())
+				}
+				t.Logf("%d bytes of content in %d segments", total, segments)
+				if der, err := normalizeBER(ber); err != nil || bytes.Equal(der, ber) {
+					t.Fatalf("normalizeBER left the streamed input unchanged (err %v): it was not BER", err)
+				}
+				res, err := trust.Verify(Request{PKCS7: ber, From: drEmail, RPPS: drRPPS})
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if !bytes.Equal(res.Content, content.Bytes()) {
+					t.Errorf("content (%d bytes) differs from the %d signed bytes", len(res.Content), content.Len())
+				}
+				if !res.Signer.Cert.Equal(kp.Cert) {
+					t.Errorf("Signer.Cert is %q, not the signing certificate", res.Signer.Cert.Subject)
+				}
+			})
 		}
 	}
 }
