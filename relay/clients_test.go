@@ -563,6 +563,45 @@ SyncState *
 			t.Errorf("UID %d flags %v after syncing %s read; want \\Seen %v", m.UID, m.Flags, first[0], want)
 		}
 	}
+
+	// Flags set on the server reach the Maildir (server → near): \Flagged
+	// and \Seen on the second message, \Seen taken off the first. The
+	// Maildir keeps each file's unique part; its info part ":2,<flags>"
+	// holds F for \Flagged and S for \Seen (maildir(5)).
+	mustSelect(t, c, "INBOX", false)
+	store := func(uid imap.UID, op imap.StoreFlagsOp, flags ...imap.Flag) {
+		t.Helper()
+		if err := c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close(); err != nil {
+			t.Fatalf("UID STORE %d: %v", uid, err)
+		}
+	}
+	store(uidOf[first[1]], imap.StoreFlagsAdd, imap.FlagFlagged, imap.FlagSeen)
+	store(uidOf[first[0]], imap.StoreFlagsDel, imap.FlagSeen)
+	sync(t)
+	infoOf := func(f string) string {
+		_, info, _ := strings.Cut(filepath.Base(f), ":2,")
+		return info
+	}
+	uniqueOf := func(f string) string {
+		u, _, _ := strings.Cut(filepath.Base(f), ":2,")
+		return u
+	}
+	third := maildirFiles(t, inbox)
+	if len(third) != len(first) {
+		t.Fatalf("Maildir after the server-side flag changes: %v", third)
+	}
+	for i, f := range first {
+		want := map[int]string{0: "", 1: "FS"}[i]
+		var got []string
+		for _, g := range third {
+			if uniqueOf(g) == uniqueOf(f) {
+				got = append(got, g)
+			}
+		}
+		if len(got) != 1 || !strings.HasPrefix(got[0], "cur/") || infoOf(got[0]) != want {
+			t.Errorf("UID %d in the Maildir: %v; want one file in cur/ with flags %q", uidOf[f], got, want)
+		}
+	}
 }
 
 // fromMaildir undoes what mbsync changes when it writes a Maildir file:

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -727,9 +729,54 @@ func (s *Store) transfer(account, mailbox string, uids []uint32, dest string, mo
 	return uidValidity, src, dst, nil
 }
 
-// CreateMailbox creates a mailbox (RFC 3501 §6.3.3), unsubscribed. "a/b"
-// may exist without "a". Creating INBOX, in any case, is ErrInvalidName;
-// an existing name is ErrExists. The account is created if needed.
+// parentName is the name one level up ("" at the top).
+func parentName(name string) string {
+	i := strings.LastIndex(name, Separator)
+	if i < 0 {
+		return ""
+	}
+	return name[:i]
+}
+
+// missingParents lists, top level first, the superiors of name that
+// creating it must create (RFC 3501 §6.3.3 and §6.3.5: the server SHOULD
+// create the superior hierarchical names needed). A superior is already
+// there when it is a mailbox, or a level of the hierarchy: a name with
+// mailboxes below it, such as a parent deleted after its children were
+// made, which LIST shows as \Noselect (§6.3.4); its own superiors are
+// then levels too. INBOX always exists. gone names mailboxes about to
+// leave (the subtree a RENAME moves): they do not count.
+func missingParents(names *bbolt.Bucket, name string, gone map[string]bool) []string {
+	var out []string
+	for p := parentName(name); p != "" && p != Inbox; p = parentName(p) {
+		if (names.Get([]byte(p)) != nil && !gone[p]) || hasInferiors(names, p, gone) {
+			break
+		}
+		out = append(out, p)
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// hasInferiors says whether a mailbox other than those in gone lies below
+// name.
+func hasInferiors(names *bbolt.Bucket, name string, gone map[string]bool) bool {
+	prefix := []byte(name + Separator)
+	c := names.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if !gone[string(k)] {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateMailbox creates a mailbox (RFC 3501 §6.3.3), unsubscribed, and
+// the superiors it lacks ("a" and "a/b" for "a/b/c"), unsubscribed too, as
+// §6.3.3 says a server SHOULD: a client browsing the hierarchy level by
+// level (LIST "%") then finds the new mailbox. Creating INBOX, in any
+// case, is ErrInvalidName; an existing name is ErrExists. The account is
+// created if needed.
 func (s *Store) CreateMailbox(account, name string) error {
 	if err := checkAccount(account); err != nil {
 		return err
@@ -740,10 +787,11 @@ func (s *Store) CreateMailbox(account, name string) error {
 	}
 	return s.write(0, func(w *wtx) error {
 		if ab := accountBucket(w.tx, account); ab != nil {
-			if ab.Bucket(bucketNames).Get([]byte(n)) != nil {
+			names := ab.Bucket(bucketNames)
+			if names.Get([]byte(n)) != nil {
 				return fmt.Errorf("store: mailbox %q: %w", n, ErrExists)
 			}
-			if ab.Bucket(bucketNames).Stats().KeyN >= MaxMailboxes {
+			if names.Stats().KeyN+1+len(missingParents(names, n, nil)) > MaxMailboxes {
 				return fmt.Errorf("%w: more than %d mailboxes", ErrTooLarge, MaxMailboxes)
 			}
 		}
@@ -752,14 +800,22 @@ func (s *Store) CreateMailbox(account, name string) error {
 			return err
 		}
 		w.mark()
+		for _, p := range missingParents(ab.Bucket(bucketNames), n, nil) {
+			if _, err := createBox(w, account, ab, p, "", false); err != nil {
+				return err
+			}
+		}
 		_, err = createBox(w, account, ab, n, "", false)
 		return err
 	})
 }
 
 // DeleteMailbox deletes a mailbox and its entries; the records stay.
-// Mailboxes below it stay too (RFC 3501 §6.3.4 lets a server keep
-// inferiors). INBOX cannot be deleted: ErrMailboxInUse.
+// Mailboxes below it stay too (RFC 3501 §6.3.4: DELETE MUST NOT remove
+// inferior names): the name then remains only as a level of the
+// hierarchy, with no messages, which is what §6.3.4 asks ("the name will
+// acquire the \Noselect attribute"; the IMAP layer lists it so). INBOX
+// cannot be deleted: ErrMailboxInUse.
 func (s *Store) DeleteMailbox(account, name string) error {
 	n, err := lookupName(name)
 	if err != nil {
@@ -799,6 +855,8 @@ func (s *Store) DeleteMailbox(account, name string) error {
 // other name, so RFC 3501 §2.3.1.1 holds. Renaming INBOX moves its
 // messages into the new mailbox and leaves INBOX empty, with a new
 // UIDVALIDITY; mailboxes below INBOX are unaffected (RFC 3501 §6.3.5).
+// Superiors of the new name that are missing are created, as for
+// CreateMailbox (§6.3.5 SHOULD).
 func (s *Store) RenameMailbox(account, from, to string) error {
 	fn, err := lookupName(from)
 	if err != nil {
@@ -844,6 +902,10 @@ func (s *Store) RenameMailbox(account, from, to string) error {
 				return fmt.Errorf("store: mailbox %q: %w", m.to, ErrExists)
 			}
 		}
+		parents := missingParents(names, tn, sources)
+		if names.Stats().KeyN+len(parents) > MaxMailboxes {
+			return fmt.Errorf("%w: more than %d mailboxes", ErrTooLarge, MaxMailboxes)
+		}
 		w.mark()
 		for _, m := range moves {
 			if err := names.Delete([]byte(m.from)); err != nil {
@@ -859,6 +921,11 @@ func (s *Store) RenameMailbox(account, from, to string) error {
 		}
 		if fn == Inbox {
 			if _, err := createBox(w, account, ab, Inbox, "", true); err != nil {
+				return err
+			}
+		}
+		for _, p := range parents {
+			if _, err := createBox(w, account, ab, p, "", false); err != nil {
 				return err
 			}
 		}

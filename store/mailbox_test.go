@@ -280,18 +280,74 @@ func TestMailboxNames(t *testing.T) {
 			}
 		})
 	}
-	// "a/b/c" was created without "a" or "a/b".
-	if err := s.CreateMailbox(acct, "x/y/z"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Mailbox(acct, "x"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("parent was created: %v", err)
-	}
 	if _, err := s.Mailbox(acct, "iNbOx"); err != nil {
 		t.Errorf("INBOX lookup is case-insensitive: %v", err)
 	}
 	if _, err := s.Mailbox(acct, "a//b"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("invalid lookup: %v", err)
+	}
+}
+
+// TestCreateMailboxParents: CREATE makes the superiors a name lacks (RFC
+// 3501 §6.3.3 SHOULD), unsubscribed, but not a level that still has
+// mailboxes below it after its own deletion (§6.3.4), nor INBOX.
+func TestCreateMailboxParents(t *testing.T) {
+	s, _ := openTemp(t)
+	// A fresh account: the account, its defaults and both parents.
+	if err := s.CreateMailbox(acct, "x/y/z"); err != nil {
+		t.Fatal(err)
+	}
+	const want = `Archive\Archive,Drafts\Drafts,INBOX,Sent\Sent,Trash\Trash,x,x/y,x/y/z`
+	if got := names(t, s, acct); got != want {
+		t.Fatalf("after CREATE x/y/z: %s\nwant %s", got, want)
+	}
+	for _, n := range []string{"x", "x/y"} {
+		m, err := s.Mailbox(acct, n)
+		if err != nil || m.Subscribed || m.UIDNext != 1 {
+			t.Errorf("parent %s = %+v, %v; want an empty unsubscribed mailbox", n, m, err)
+		}
+	}
+	// x deleted: x/y/z keeps the level x; creating x/w does not bring
+	// x back as a mailbox.
+	if err := s.DeleteMailbox(acct, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMailbox(acct, "x/w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mailbox(acct, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted level x recreated by CREATE x/w: %v", err)
+	}
+	// Below a mailbox whose own parent is only a level, nothing is made.
+	if err := s.CreateMailbox(acct, "x/y/q"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMailbox(acct, "inbox/a/b"); err != nil {
+		t.Fatal(err)
+	}
+	const want2 = `Archive\Archive,Drafts\Drafts,INBOX,INBOX/a,INBOX/a/b,Sent\Sent,Trash\Trash,x/w,x/y,x/y/q,x/y/z`
+	if got := names(t, s, acct); got != want2 {
+		t.Fatalf("after more CREATEs: %s\nwant %s", got, want2)
+	}
+
+	// The parents count against MaxMailboxes: a CREATE that would pass it
+	// creates nothing.
+	mbs, err := s.Mailboxes(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(mbs); i < MaxMailboxes-5; i++ {
+		if err := s.CreateMailbox(acct, fmt.Sprintf("f%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deep := "d" + strings.Repeat("/d", 10)
+	before := names(t, s, acct)
+	if err := s.CreateMailbox(acct, deep); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("CREATE of 11 mailboxes with room for 5: %v", err)
+	}
+	if got := names(t, s, acct); got != before {
+		t.Errorf("a refused CREATE changed the mailboxes")
 	}
 }
 
@@ -369,13 +425,30 @@ func TestRenameMailbox(t *testing.T) {
 		t.Fatalf("renamed child %+v (was %+v): %v", qb, ab, err)
 	}
 
-	// Renaming into its own subtree moves the children along.
+	// Renaming into its own subtree moves the children along; the new
+	// name's superiors, gone with the subtree, are created again, empty
+	// (RFC 3501 §6.3.5 SHOULD).
 	if err := s.RenameMailbox(acct, "Q", "Q/B/D"); err != nil {
 		t.Fatal(err)
 	}
-	const want2 = `AB,Archive\Archive,Drafts\Drafts,INBOX,Q/B/D,Q/B/D/B,Q/B/D/B/C,Sent\Sent,Trash\Trash,Z`
+	const want2 = `AB,Archive\Archive,Drafts\Drafts,INBOX,Q,Q/B,Q/B/D,Q/B/D/B,Q/B/D/B/C,Sent\Sent,Trash\Trash,Z`
 	if got := names(t, s, acct); got != want2 {
 		t.Fatalf("after nested rename: %s\nwant %s", got, want2)
+	}
+	if q, err := s.Mailbox(acct, "Q/B"); err != nil || q.Messages != 0 || q.UIDValidity == ab.UIDValidity {
+		t.Errorf("recreated parent Q/B = %+v, %v; want empty with a new UIDVALIDITY", q, err)
+	}
+	// A rename below a missing level creates it; below an existing one,
+	// nothing more.
+	if err := s.RenameMailbox(acct, "Z", "N/O/Z"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenameMailbox(acct, "AB", "N/AB"); err != nil {
+		t.Fatal(err)
+	}
+	const want3 = `Archive\Archive,Drafts\Drafts,INBOX,N,N/AB,N/O,N/O/Z,Q,Q/B,Q/B/D,Q/B/D/B,Q/B/D/B/C,Sent\Sent,Trash\Trash`
+	if got := names(t, s, acct); got != want3 {
+		t.Fatalf("after renames below new levels: %s\nwant %s", got, want3)
 	}
 }
 

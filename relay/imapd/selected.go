@@ -754,6 +754,12 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	uv, src, dst, err := s.store().Copy(s.account.Address, sel.name, sel.uids(idx), dest)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
+			// As for MOVE: TRYCREATE only when the destination is what is
+			// missing, not the selected mailbox another session deleted
+			// (creating dest would not help).
+			if _, serr := s.store().Mailbox(s.account.Address, sel.name); errors.Is(serr, store.ErrNotFound) {
+				return nil, s.viewError(serr)
+			}
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
 		}
 		return nil, s.mailboxError(err)

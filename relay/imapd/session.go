@@ -209,9 +209,20 @@ func (s *session) Create(name string, _ *imap.CreateOptions) error {
 	return s.mailboxError(s.store().CreateMailbox(s.account.Address, name))
 }
 
-// Delete implements imapserver.Session.
+// Delete implements imapserver.Session. A mailbox with inferiors is
+// deleted with its messages and stays as a level of the hierarchy, listed
+// \Noselect (RFC 3501 §6.3.4; see listData); deleting such a level again
+// is the error §6.3.4 names.
 func (s *session) Delete(name string) error {
 	if err := s.store().DeleteMailbox(s.account.Address, name); err != nil {
+		if errors.Is(err, store.ErrNotFound) && s.hasInferiors(name) {
+			// RFC 3501 §6.3.4: "It is an error to attempt to delete a
+			// name that has inferior hierarchical names and also has the
+			// \Noselect mailbox name attribute". HASCHILDREN is RFC 9051
+			// §7.1's code for it.
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeHasChildren,
+				Text: "Not a mailbox, only a level above other mailboxes: delete them first"}
+		}
 		return s.mailboxError(err)
 	}
 	// RFC 3501 does not forbid deleting the selected mailbox. go-imap
@@ -238,6 +249,22 @@ func (s *session) Rename(from, to string, _ *imap.RenameOptions) error {
 		}
 	}
 	return nil
+}
+
+// hasInferiors says whether the account has mailboxes below name. A store
+// failure counts as none: the caller is answering another error already.
+func (s *session) hasInferiors(name string) bool {
+	boxes, err := s.store().Mailboxes(s.account.Address)
+	if err != nil {
+		return false
+	}
+	prefix := canonInbox(name) + string(delim)
+	for _, b := range boxes {
+		if strings.HasPrefix(b.Name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // canonInbox spells INBOX, case-insensitive as the first component of a
@@ -292,18 +319,73 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if err != nil {
 		return s.bug(err)
 	}
+	for _, d := range listData(boxes, ref, patterns, options) {
+		if err := w.WriteList(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listData answers LIST over an account's mailboxes, in name order.
+//
+// Besides the mailboxes it returns the levels of the hierarchy that are
+// not mailboxes: "P" when only "P/C" exists (a parent deleted after its
+// children were made, RFC 3501 §6.3.4, or a mailbox created before CREATE
+// made the superiors). RFC 3501 §6.3.8 wants them when a "%" stops at
+// them ("matching levels of hierarchy are also returned ... with the
+// \Noselect mailbox name attribute"), or a client browsing level by level
+// never reaches "P/C". RFC 5258 §3 (\NonExistent) says when, generally: a
+// level is returned only if a mailbox below it matches the selection
+// criteria but no pattern, so that "*", which shows "P/C" itself, does
+// not return "P" (RFC 5258 §5, example 10). Such a level has
+// \HasChildren and \Noselect, or \NonExistent (which implies it) for a
+// client using LIST-EXTENDED, as Dovecot does: a client that knows only
+// RFC 3501 learns \Noselect.
+func listData(boxes []store.MailboxInfo, ref string, patterns []string, options *imap.ListOptions) []*imap.ListData {
+	extended := *options != (imap.ListOptions{})
+	exists := make(map[string]bool, len(boxes))
+	for _, b := range boxes {
+		exists[b.Name] = true
+	}
 	children := map[string]bool{}
 	subscribedChild := map[string]bool{}
-	for _, b := range boxes {
+	// below lists, for each level that is not a mailbox, the mailboxes
+	// under it.
+	below := map[string][]*store.MailboxInfo{}
+	for i := range boxes {
+		b := &boxes[i]
 		for p := parent(b.Name); p != ""; p = parent(p) {
 			children[p] = true
 			if b.Subscribed {
 				subscribedChild[p] = true
 			}
+			if !exists[p] {
+				below[p] = append(below[p], b)
+			}
 		}
 	}
-	for _, b := range boxes {
-		if !matchAny(b.Name, ref, patterns) {
+	names := make([]string, 0, len(boxes)+len(below))
+	byName := make(map[string]*store.MailboxInfo, len(boxes))
+	for i := range boxes {
+		names = append(names, boxes[i].Name)
+		byName[boxes[i].Name] = &boxes[i]
+	}
+	for p := range below {
+		names = append(names, p)
+	}
+	sort.Strings(names) // bytewise, as the store lists them
+
+	var out []*imap.ListData
+	for _, name := range names {
+		if !matchAny(name, ref, patterns) {
+			continue
+		}
+		b := byName[name]
+		if b == nil {
+			if d := levelData(name, below[name], ref, patterns, options, extended); d != nil {
+				out = append(out, d)
+			}
 			continue
 		}
 		data := &imap.ListData{Delim: delim, Mailbox: b.Name}
@@ -330,13 +412,45 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
 		}
 		if options.ReturnStatus != nil {
-			data.Status = statusData(&b, options.ReturnStatus)
+			data.Status = statusData(b, options.ReturnStatus)
 		}
-		if err := w.WriteList(data); err != nil {
-			return err
+		out = append(out, data)
+	}
+	return out
+}
+
+// levelData is the LIST answer for a level of the hierarchy that is not a
+// mailbox (see listData), or nil when it is not returned. under holds the
+// mailboxes below it.
+func levelData(name string, under []*store.MailboxInfo, ref string, patterns []string, options *imap.ListOptions, extended bool) *imap.ListData {
+	if options.SelectSpecialUse || (options.SelectSubscribed && !options.SelectRecursiveMatch) {
+		// A level has no special use and is never subscribed
+		// (subscriptions live with mailboxes); without RECURSIVEMATCH
+		// nothing below it is reported through it (RFC 5258 §3.1).
+		return nil
+	}
+	hidden := false // a mailbox below matches the selection but no pattern
+	for _, b := range under {
+		if (!options.SelectSubscribed || b.Subscribed) && !matchAny(b.Name, ref, patterns) {
+			hidden = true
+			break
 		}
 	}
-	return nil
+	if !hidden {
+		return nil
+	}
+	data := &imap.ListData{Delim: delim, Mailbox: name}
+	if extended {
+		data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNonExistent, imap.MailboxAttrHasChildren}
+	} else {
+		data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect, imap.MailboxAttrHasChildren}
+	}
+	if options.SelectSubscribed {
+		// RFC 5258 §3.5 (RECURSIVEMATCH): the level is returned for its
+		// subscribed descendants.
+		data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+	}
+	return data
 }
 
 func parent(name string) string {
@@ -500,6 +614,14 @@ func (s *session) mailboxError(err error) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Invalid mailbox name"}
 	case errors.Is(err, store.ErrMailboxInUse):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "This mailbox cannot be deleted"}
+	case errors.Is(err, store.ErrTooLarge):
+		// store.MaxMailboxes and the like: RFC 5530 §3 LIMIT, "an
+		// administrative limit ... would be exceeded".
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "Limit reached: " + detail(err, store.ErrTooLarge)}
+	case errors.Is(err, store.ErrInvalidFlag):
+		// An unknown system flag (RFC 3501 §9 reserves "\" flag-extension
+		// for future RFCs), a keyword that is not an atom, too many flags.
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Flag refused: " + detail(err, store.ErrInvalidFlag)}
 	case errors.Is(err, store.ErrOverQuota):
 		// RFC 9208 §4.3 / RFC 5530 §3: APPEND or COPY would pass the
 		// account's quota; nothing was added.
@@ -507,6 +629,16 @@ func (s *session) mailboxError(err error) error {
 	default:
 		return s.bug(err)
 	}
+}
+
+// detail is what err adds to sentinel, for the client: the store's
+// refusals read "<sentinel>: <what>" ("more than 1000 mailboxes"), and
+// anything else is not shown.
+func detail(err, sentinel error) string {
+	if d, ok := strings.CutPrefix(err.Error(), sentinel.Error()+": "); ok {
+		return d
+	}
+	return "see the server's limits"
 }
 
 // errNotSelected answers a command on a mailbox this session deleted
@@ -527,7 +659,7 @@ func (s *session) viewError(err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "The selected mailbox was deleted or renamed"}
 	}
-	return s.bug(err)
+	return s.mailboxError(err)
 }
 
 // bug logs an unexpected failure (store I/O, corruption) once, here, and
