@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -320,18 +321,35 @@ func TestClaimRateLimit(t *testing.T) {
 }
 
 // TestClaimAudit: every claim is in the audit trail, with who, from where,
-// the number and the outcome, and never the INS.
+// the number, the outcome and the operator's detail (which of unknown
+// number or wrong INS it was), and never the INS.
 func TestClaimAudit(t *testing.T) {
-	h := claimHarness(t, func(c *configs.Config) { c.Claim.MaxPerHour = 4 })
+	h := claimHarness(t, func(c *configs.Config) { c.Claim.MaxPerHour = 7 })
 	_, number := h.sendRx("")
+	_, reserved := h.sendRx("X-Ordonnance-Restrict: " + h.info.Pharmacy.Address + "\r\n")
+	_, executed := h.sendRx("")
+	ic := h.imap(h.info.Pharmacy, nil)
+	if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Store(imap.UIDSetNum(3), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Dispensed"}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	wrongINS := mime.SampleINS(77)
+	if wrongINS == demo.PatientINS || !mime.ValidINS(wrongINS) {
+		t.Fatalf("sample INS %s", wrongINS)
+	}
 	if _, err := h.claim(h.info.Pharmacy2, number, demo.PatientINS); err != nil {
 		t.Fatal(err)
 	}
 	h.claim(h.info.Pharmacy2, number, demo.PatientINS)      // repeated
 	h.claim(h.info.Pharmacy2, "RX-NOPE-1", demo.PatientINS) // unknown number
+	h.claim(h.info.Pharmacy2, number, wrongINS)             // wrong INS
 	h.claim(h.info.Prescriber, number, demo.PatientINS)     // wrong role (refused at RCPT, not counted)
 	h.claim(h.info.Pharmacy2, number, demo.PatientINS[:14]) // malformed
-	h.claim(h.info.Pharmacy2, number, demo.PatientINS)      // the fifth in the hour: over the limit
+	h.claim(h.info.Pharmacy2, reserved, demo.PatientINS)    // restricted to the first pharmacy
+	h.claim(h.info.Pharmacy2, executed, demo.PatientINS)    // dispensed by the first pharmacy
+	h.claim(h.info.Pharmacy2, number, demo.PatientINS)      // the eighth in the hour: over the limit
 	h.shutdown()
 
 	st, err := store.Open(filepath.Join(h.dir, relay.DBFile), store.Options{})
@@ -339,14 +357,18 @@ func TestClaimAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rec, err := st.RecordByNumber(number)
-	if err != nil {
-		t.Fatal(err)
+	ids := map[string]string{}
+	for _, n := range []string{number, reserved, executed} {
+		rec, err := st.RecordByNumber(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[n] = itoa(rec.ID)
 	}
 	var claims []store.AuditRecord
 	if _, err := st.AuditVerify(func(r store.AuditRecord) {
 		all := strings.Join([]string{r.Kind, r.Actor, r.Remote, r.Subject, r.Outcome, r.Detail}, " ")
-		if strings.Contains(all, demo.PatientINS[:13]) {
+		if strings.Contains(all, demo.PatientINS[:13]) || strings.Contains(all, wrongINS[:13]) {
 			t.Errorf("INS in audit record %d: %s", r.Seq, all)
 		}
 		if r.Kind == store.AuditSMTPClaim {
@@ -355,13 +377,19 @@ func TestClaimAudit(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("audit chain: %v", err)
 	}
-	want := []struct{ actor, subject, outcome string }{
-		{h.info.Pharmacy2.Address, "record=" + itoa(rec.ID) + " rx=" + number + " mbox=INBOX uid=1", "250"},
-		{h.info.Pharmacy2.Address, "record=" + itoa(rec.ID) + " rx=" + number + " mbox=INBOX uid=1", "250"},
-		{h.info.Pharmacy2.Address, "rx=RX-NOPE-1", "550 5.7.1 no_match"},
-		{h.info.Prescriber.Address, "rx=-", "550 5.7.1 role"},
-		{h.info.Pharmacy2.Address, "rx=-", "554 5.6.0 syntax"},
-		{h.info.Pharmacy2.Address, "rx=-", "451 4.7.1 rate_limited"},
+	p2, dr := h.info.Pharmacy2.Address, h.info.Prescriber.Address
+	filed := "record=" + ids[number] + " rx=" + number + " mbox=INBOX uid=1"
+	want := []struct{ actor, subject, outcome, detail string }{
+		{p2, filed, "250", "filed in INBOX"},
+		{p2, filed, "250", "already in INBOX, not filed twice"},
+		{p2, "rx=RX-NOPE-1", "550 5.7.1 no_match", "unknown number"},
+		// The same reply as an unknown number; the record is not named.
+		{p2, "rx=" + number, "550 5.7.1 no_match", "INS mismatch"},
+		{dr, "rx=-", "550 5.7.1 role", "role prescriber"},
+		{p2, "rx=-", "554 5.6.0 syntax", ""},
+		{p2, "record=" + ids[reserved] + " rx=" + reserved, "550 5.7.1 restricted", "This prescription is reserved by its prescriber for other executants"},
+		{p2, "record=" + ids[executed] + " rx=" + executed, "550 5.7.1 executed", "1 execution(s), 1 allowed"},
+		{p2, "rx=-", "451 4.7.1 rate_limited", ""},
 	}
 	if len(claims) != len(want) {
 		for _, c := range claims {
@@ -371,13 +399,332 @@ func TestClaimAudit(t *testing.T) {
 	}
 	for i, w := range want {
 		c := claims[i]
-		if c.Actor != w.actor || c.Subject != w.subject || c.Outcome != w.outcome || !strings.HasPrefix(c.Remote, "127.0.0.1:") {
-			t.Errorf("claim record %d: %+v\nwant actor %s subject %q outcome %q", i, c.AuditEvent, w.actor, w.subject, w.outcome)
+		if c.Actor != w.actor || c.Subject != w.subject || c.Outcome != w.outcome || !strings.HasPrefix(c.Remote, "127.0.0.1:") ||
+			(w.detail != "" && c.Detail != w.detail) {
+			t.Errorf("claim record %d: %+v\nwant actor %s subject %q outcome %q detail %q", i, c.AuditEvent, w.actor, w.subject, w.outcome, w.detail)
 		}
-	}
-	if claims[1].Detail != "already in INBOX, not filed twice" || claims[2].Detail != "unknown number" {
-		t.Errorf("details %q, %q", claims[1].Detail, claims[2].Detail)
 	}
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// operatorCert issues a client certificate for host from the harness's
+// development PKI: another operator's server, as the relay listener
+// expects it (mutual TLS).
+func operatorCert(t *testing.T, h *harness, host string) tls.Certificate {
+	t.Helper()
+	pki, err := signing.LoadDevPKI(filepath.Join(h.dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := pki.IssueServer(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+	for _, ic := range kp.Chain {
+		c.Certificate = append(c.Certificate, ic.Raw)
+	}
+	return c
+}
+
+// TestClaimNotFromOperators: a patient cannot claim. A patient has no
+// account on the relay; its mail reaches the relay only through its own
+// operator, on the operators' listener (port 25, mutual TLS), where the
+// claim address is no mailbox: RCPT TO it gets 550 5.7.1 and nothing is
+// filed. Another operator's professional, and a report (null
+// reverse-path), are refused alike.
+func TestClaimNotFromOperators(t *testing.T) {
+	wlDir := t.TempDir()
+	h := claimHarness(t, func(c *configs.Config) {
+		c.SMTP.Relay = []string{freeAddr(t)}
+		c.Operators.Whitelist = writeLines(t, wlDir, "operators.txt", "# the patients' operator and another operator",
+			configs.DefaultPatientDomain, domainB)
+	})
+	_, number := h.sendRx("")
+	claimAddr := h.cfg.Server.ClaimAddress
+	patients := operatorCert(t, h, "mx."+configs.DefaultPatientDomain)
+	operatorB := operatorCert(t, h, "mx."+domainB)
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		from string
+	}{
+		{"a patient, through the patients' operator", patients, demo.PatientINS + "@" + configs.DefaultPatientDomain},
+		{"another operator's pharmacy", operatorB, "pharmacie@" + domainB},
+		{"a report of another operator", operatorB, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tlsc := h.clientTLS().Clone()
+			tlsc.Certificates = []tls.Certificate{tc.cert}
+			c, err := smtp.DialStartTLS(h.addrs[relay.SMTPRelay], tlsc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// The operator and the sender pass: the refusal below is the
+			// claim address's, not the whitelist's.
+			if err := c.Mail(tc.from, nil); err != nil {
+				t.Fatalf("MAIL FROM:<%s> refused: %v", tc.from, err)
+			}
+			if err := c.Rcpt(h.info.Pharmacy.Address, nil); err != nil {
+				t.Fatalf("a local account refused to a whitelisted operator: %v", err)
+			}
+			if err := c.Reset(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Mail(tc.from, nil); err != nil {
+				t.Fatal(err)
+			}
+			err = c.Rcpt(claimAddr, nil)
+			if code, enh := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
+				t.Fatalf("RCPT TO:<%s> from %q: %v, want 550 5.7.1", claimAddr, tc.from, err)
+			}
+			// DATA regardless: no recipient, nothing to claim or file.
+			if w, err := c.Data(); err == nil {
+				_, _ = w.Write(claim.Message(tc.from, claimAddr, number, demo.PatientINS, "p@"+configs.DefaultPatientDomain, time.Now()))
+				if err := w.Close(); err == nil {
+					t.Fatal("a claim over the operators' listener was accepted")
+				}
+			}
+		})
+	}
+	st := h.relay.Store()
+	rec, err := st.RecordByNumber(number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := st.RecordEntries(rec.ID)
+	if err != nil || len(entries) != 1 || entries[0].Account != h.info.Pharmacy.Address {
+		t.Errorf("entries of the record %+v, %v; want the pharmacy's only", entries, err)
+	}
+	if claims, err := st.Claims(rec.ID); err != nil || len(claims) != 0 {
+		t.Errorf("claims index %+v, %v", claims, err)
+	}
+	if n := st.Stats().Filings; n != 1 {
+		t.Errorf("%d records, want the one prescription", n)
+	}
+	if _, err := st.Mailbox(claimAddr, store.Inbox); err == nil {
+		t.Errorf("the claim address has a mailbox")
+	}
+}
+
+// TestClaimAfterMove: the claimant moves its claimed copy to Archive over
+// IMAP (MOVE, RFC 6851) and marks it dispensed; claiming again is
+// answered 250 with where the copy is, files nothing, and is not refused
+// as executed by its own execution.
+func TestClaimAfterMove(t *testing.T) {
+	h := claimHarness(t, nil)
+	_, number := h.sendRx("")
+	if _, err := h.claim(h.info.Pharmacy2, number, demo.PatientINS); err != nil {
+		t.Fatal(err)
+	}
+	c := h.imap(h.info.Pharmacy2, nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if ok := c.Caps().Has(imap.CapMove); !ok {
+		t.Fatal("the relay does not advertise MOVE")
+	}
+	if _, err := c.Move(imap.UIDSetNum(1), "Archive").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	archived := fetchAll(t, c, "Archive")
+	if len(archived) != 1 {
+		t.Fatalf("Archive holds %d after MOVE", len(archived))
+	}
+	uid := archived[0].UID
+	if _, err := c.Select("Archive", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Dispensed"}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	reply, err := h.claim(h.info.Pharmacy2, number, demo.PatientINS)
+	want := "Prescription " + number + " is already in your mailbox Archive (UID " + strconv.FormatUint(uint64(uid), 10) + "), not filed twice"
+	if err != nil || !strings.Contains(reply, want) {
+		t.Fatalf("claim after MOVE: %q, %v; want 250 …%s", reply, err, want)
+	}
+	if n := len(fetchAll(t, c, "INBOX")); n != 0 {
+		t.Errorf("INBOX holds %d after the repeated claim, want 0", n)
+	}
+	if n := len(fetchAll(t, c, "Archive")); n != 1 {
+		t.Errorf("Archive holds %d, want 1", n)
+	}
+	st := h.relay.Store()
+	rec, err := st.RecordByNumber(number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := st.RecordEntries(rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, e := range entries {
+		if e.Account == h.info.Pharmacy2.Address {
+			held++
+		}
+	}
+	if held != 1 {
+		t.Errorf("the claimant holds the record %d times: %+v", held, entries)
+	}
+	if n := strings.Count(h.history(number), "claimed"); n != 1 {
+		t.Errorf("history %q: %d claims filed, want 1", h.history(number), n)
+	}
+}
+
+// TestClaimedCopyExecution: the execution flow applies to claimed copies.
+// The claimant sets $Dispensed on its claimed copy over IMAP: the record's
+// history has "claimed" then "executed", both by the claimant, and the
+// prescriber gets a signed execution notice naming the claimant; unless
+// the patient objected, in which case no notice is sent.
+func TestClaimedCopyExecution(t *testing.T) {
+	h := claimHarness(t, nil)
+	claimant := h.info.Pharmacy2
+	for _, opposed := range []bool{false, true} {
+		sample := demo.SamplePrescription(time.Now())
+		sample.Opposition = opposed
+		if _, err := h.prescriber().Send(h.info.Prescriber.Address, []string{h.info.Pharmacy.Address}, h.rxMessage(sample, h.info.Pharmacy.Address, "")); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := h.claim(claimant, sample.Number, sample.PatientINS)
+		if err != nil || !strings.Contains(reply, "filed in your INBOX") {
+			t.Fatalf("claim: %q, %v", reply, err)
+		}
+		c := h.imap(claimant, nil)
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		msgs := fetchAll(t, c, "INBOX")
+		if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		uid := msgs[len(msgs)-1].UID
+		if err := c.Store(imap.UIDSetNum(uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Dispensed"}}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.Logout()
+
+		rec, err := h.relay.Store().RecordByNumber(sample.Number)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := h.relay.Store().RecordEvents(rec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimedAt, executedAt := -1, -1
+		for i, e := range evs {
+			switch {
+			case e.Kind == store.RxClaimed && e.Actor == claimant.Address && claimedAt < 0:
+				claimedAt = i
+			case e.Kind == store.RxExecuted && e.Actor == claimant.Address && executedAt < 0:
+				executedAt = i
+			}
+		}
+		if claimedAt < 0 || executedAt < claimedAt {
+			t.Errorf("opposed=%v: history %q: want claimed then executed by %s", opposed, h.history(sample.Number), claimant.Address)
+		}
+		if !opposed {
+			waitFor(t, "the execution notice", func() bool { return h.storedCount(h.info.Prescriber.Address) == 1 })
+			reps := h.notifications(t)
+			if r := reps[0]; r.Status != mime.StatusExecuted || r.Number != sample.Number || r.Fields["executed-by"] != claimant.Address {
+				t.Errorf("execution notice: %+v", r)
+			}
+			continue
+		}
+		if hist := h.history(sample.Number); !strings.Contains(hist, "notified") {
+			t.Errorf("history of an objected execution %q", hist)
+		}
+		if jobs, _ := h.relay.Store().Jobs(); len(jobs) != 0 || h.storedCount(h.info.Prescriber.Address) != 1 {
+			t.Errorf("an objected execution was notified: %+v", jobs)
+		}
+	}
+}
+
+// TestClaimSMTPLimits: over SMTP, a claim message over 64 KiB gets 552
+// 5.3.4 and a claim into a full mailbox 452 4.2.2; neither files
+// anything, and once the claimant makes room the same claim goes through.
+func TestClaimSMTPLimits(t *testing.T) {
+	h := claimHarness(t, func(c *configs.Config) { setQuota(t, c, pharmacy2Addr, 1) })
+	claimant := h.info.Pharmacy2
+	_, number := h.sendRx("")
+	addr := h.cfg.Server.ClaimAddress
+
+	// Too large: the claim line, then padding past the limit.
+	c := h.claimConn(claimant)
+	big := claim.Message(claimant.Address, addr, number, demo.PatientINS, "big@"+demo.Domain, time.Now())
+	big = append(big, bytes.Repeat([]byte(strings.Repeat("x", 76)+"\r\n"), claim.MaxMessageBytes/78+1)...)
+	_, err := c.Send(claimant.Address, []string{addr}, big)
+	if code, enh, msg := claimReply(err); code != 552 || enh != (smtp.EnhancedCode{5, 3, 4}) || !strings.Contains(msg, "at most 65536 bytes") {
+		t.Fatalf("claim of %d bytes: %v, want 552 5.3.4", len(big), err)
+	}
+	if n := h.storedCount(claimant.Address); n != 0 {
+		t.Errorf("a too large claim filed %d message(s)", n)
+	}
+
+	// Over quota: the claimant's one message is another prescription.
+	own := demo.SamplePrescription(time.Now())
+	if _, err := h.prescriber().Send(h.info.Prescriber.Address, []string{claimant.Address}, h.rxMessage(own, claimant.Address, "")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.claim(claimant, number, demo.PatientINS)
+	if code, enh, msg := claimReply(err); code != 452 || enh != (smtp.EnhancedCode{4, 2, 2}) || !strings.Contains(msg, "mailbox is full") {
+		t.Fatalf("claim into a full mailbox: %v, want 452 4.2.2", err)
+	}
+	if n := h.storedCount(claimant.Address); n != 1 {
+		t.Errorf("over quota: INBOX holds %d, want the 1 it had", n)
+	}
+
+	// Room made (EXPUNGE): the same claim is filed.
+	ic := h.imap(claimant, nil)
+	if _, err := ic.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := h.claim(claimant, number, demo.PatientINS); err != nil || !strings.Contains(reply, "filed in your INBOX") {
+		t.Errorf("claim after making room: %q, %v", reply, err)
+	}
+}
+
+// TestClaimDelayHeld: a failed claim's reply is held back
+// claim.failure_delay, twice as long after a second failure. Only lower
+// bounds are asserted (the reply cannot come before the delay), never an
+// upper one.
+func TestClaimDelayHeld(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	h := claimHarness(t, func(c *configs.Config) { c.Claim.FailureDelay.Duration = delay })
+	c := h.claimConn(h.info.Pharmacy2)
+	addr := h.cfg.Server.ClaimAddress
+	for i, want := range []time.Duration{delay, 2 * delay} {
+		msg := claim.Message(h.info.Pharmacy2.Address, addr, "RX-GUESS-"+strconv.Itoa(i), demo.PatientINS, "g@"+demo.Domain, time.Now())
+		start := time.Now()
+		_, err := c.Send(h.info.Pharmacy2.Address, []string{addr}, msg)
+		elapsed := time.Since(start)
+		if code, _, _ := claimReply(err); code != 550 {
+			t.Fatalf("failure %d: %v, want 550", i+1, err)
+		}
+		if elapsed < want {
+			t.Errorf("failure %d answered after %v, before its delay of %v", i+1, elapsed, want)
+		}
+	}
+}
+
+// claimConn is an authenticated submission connection as u, closed with
+// the test: several claims may follow on one connection.
+func (h *harness) claimConn(u demo.User) *submit.Conn {
+	h.t.Helper()
+	c, err := submit.Dial(submit.Options{Addr: h.info.Submission, TLS: h.clientTLS(), User: u.Address, Password: u.Password})
+	if err != nil {
+		h.t.Fatalf("dial as %s: %v", u.Address, err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}

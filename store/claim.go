@@ -136,45 +136,81 @@ func claimedBy(tx *bbolt.Tx, recordID uint64) ([]ClaimRecord, error) {
 	return out, nil
 }
 
-// inboxEntry finds account's INBOX entry for rec: through the claims index
-// (one lookup) when the account claimed it, by scanning INBOX when the
-// account is one of the record's recipients. nil when there is none (never
-// delivered, or expunged since).
-func inboxEntry(tx *bbolt.Tx, rec *Record, account string) (*Delivered, error) {
+// heldEntry finds an entry of account pointing at rec, in ANY of the
+// account's mailboxes: an executant that claimed a prescription and then
+// moved it to Archive (COPY+EXPUNGE or MOVE) holds it still, and a claim
+// must not file it a second time. Looked for in this order: the INBOX
+// entry the claims index names (one lookup), else the lowest UID in INBOX,
+// else the lowest UID of the other mailboxes in name order. Only a
+// recipient of the record or an account the claims index names can hold
+// an entry of it (entries move only within an account: COPY and MOVE;
+// APPEND makes a record of its own), so any other account costs no scan.
+// nil when there is none (never delivered, or expunged since from every
+// mailbox).
+func heldEntry(tx *bbolt.Tx, rec *Record, account string) (*Delivered, error) {
 	ab := accountBucket(tx, account)
-	if ab == nil || ab.Bucket(bucketNames).Get([]byte(Inbox)) == nil {
+	if ab == nil {
 		return nil, nil
 	}
-	bx, err := openBox(ab, Inbox)
-	if err != nil {
-		return nil, err
-	}
+	names := ab.Bucket(bucketNames)
+	hasInbox := names.Get([]byte(Inbox)) != nil
+	claimed := false
 	if b := tx.Bucket(bucketClaims); b != nil {
 		key := claimKey(rec.ID, account)
 		if v := b.Get(key); v != nil {
+			claimed = true
 			cr, err := decodeClaim(key, v)
 			if err != nil {
 				return nil, err
 			}
-			if cr.UIDValidity == bx.info.UIDValidity {
-				ev, ok, err := bx.getEntry(cr.UID)
+			if hasInbox {
+				bx, err := openBox(ab, Inbox)
 				if err != nil {
 					return nil, err
 				}
-				if ok && ev.RecordID == rec.ID {
-					return &Delivered{Account: account, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: cr.UID}, nil
+				if cr.UIDValidity == bx.info.UIDValidity {
+					ev, ok, err := bx.getEntry(cr.UID)
+					if err != nil {
+						return nil, err
+					}
+					if ok && ev.RecordID == rec.ID {
+						return &Delivered{Account: account, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: cr.UID}, nil
+					}
 				}
 			}
 		}
 	}
-	if !slices.Contains(rec.Recipients, account) {
+	if !claimed && !slices.Contains(rec.Recipients, account) {
 		return nil, nil
 	}
-	uid, err := findInBox(bx, rec.ID)
-	if err != nil || uid == 0 {
-		return nil, err
+	// The names first, the boxes after: no bucket is opened while the
+	// cursor over the names is live.
+	var order []string
+	if hasInbox {
+		order = append(order, Inbox)
 	}
-	return &Delivered{Account: account, Mailbox: Inbox, UIDValidity: bx.info.UIDValidity, UID: uid}, nil
+	if err := names.ForEach(func(k, _ []byte) error {
+		if string(k) != Inbox {
+			order = append(order, string(k))
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("store: %s mailboxes: %w", account, err)
+	}
+	for _, name := range order {
+		bx, err := openBox(ab, name)
+		if err != nil {
+			return nil, err
+		}
+		uid, err := findInBox(bx, rec.ID)
+		if err != nil {
+			return nil, err
+		}
+		if uid != 0 {
+			return &Delivered{Account: account, Mailbox: name, UIDValidity: bx.info.UIDValidity, UID: uid}, nil
+		}
+	}
+	return nil, nil
 }
 
 // Deliver files an existing record into account's INBOX: a new entry
@@ -183,11 +219,14 @@ func inboxEntry(tx *bbolt.Tx, rec *Record, account string) (*Delivered, error) {
 // returns, all of it is fsync'd and the account's watchers (IMAP IDLE) are
 // woken. The account is created if needed.
 //
-// It is idempotent: when account's INBOX already holds an entry for the
-// record (an earlier claim, or the account is a recipient of the filing
-// and has not expunged it), that entry is returned with existing set and
-// nothing is written, audit included (record that with Store.Audit). An
-// entry expunged since is filed anew, with a new UID.
+// It is idempotent: when any mailbox of account already holds an entry
+// for the record (an earlier claim, or the account is a recipient of the
+// filing; kept in INBOX or moved since to Archive or any other folder),
+// that entry is returned with existing set (its Mailbox says where) and
+// nothing is written, audit included (record that with Store.Audit). The
+// check runs in the write transaction that would file the entry, so two
+// claims racing, or a claim racing a MOVE, cannot file it twice. An entry
+// expunged since from every mailbox is filed anew, with a new UID.
 //
 // Each audit Subject gets "record=<id>" put in front and
 // " mbox=INBOX uid=<uid>" at the end. A record created by IMAP APPEND is
@@ -213,7 +252,7 @@ func (s *Store) Deliver(ctx context.Context, recordID uint64, account string, au
 		if rec.Appended {
 			return fmt.Errorf("%w: record %d was appended over IMAP, it is not a filing", ErrInvalid, recordID)
 		}
-		if d, err = inboxEntry(w.tx, rec, account); err != nil || d != nil {
+		if d, err = heldEntry(w.tx, rec, account); err != nil || d != nil {
 			existing = d != nil
 			return err
 		}

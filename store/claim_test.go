@@ -236,3 +236,118 @@ func TestDeliverConcurrent(t *testing.T) {
 		t.Errorf("INBOX %+v, %v", info, err)
 	}
 }
+
+// TestDeliverHeldElsewhere: an account that moved its copy out of INBOX
+// (MOVE, or COPY then EXPUNGE) still holds the record: Deliver returns
+// that entry, mailbox and UID, and writes nothing; the account never
+// holds the record twice. Only when every copy is expunged is it filed
+// anew.
+func TestDeliverHeldElsewhere(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx := context.Background()
+	const pharma, gare = "pharma@example.org", "gare@example.org"
+	res := mustFile(t, s, testFiling(1, pharma))
+	d, existing, err := s.Deliver(ctx, res.ID, gare, nil)
+	if err != nil || existing {
+		t.Fatalf("claim: %+v, %v, %v", d, existing, err)
+	}
+
+	// The claimant MOVEs its copy to Archive.
+	uv, _, dst, err := s.Move(gare, Inbox, []uint32{d.UID}, "Archive")
+	if err != nil || len(dst) != 1 {
+		t.Fatalf("Move: %v %v", dst, err)
+	}
+	// The recipient COPYs its copy to Archive and expunges INBOX's.
+	if _, _, _, err := s.Copy(pharma, Inbox, []uint32{1}, "Archive"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateFlags(pharma, Inbox, []uint32{1}, FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(pharma, Inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		account string
+		uid     uint32
+	}{{gare, dst[0]}, {pharma, 1}} {
+		before := s.Stats().Commits
+		seq, _, _ := s.AuditHead()
+		got, existing, err := s.Deliver(ctx, res.ID, c.account, []AuditEvent{{Kind: AuditSMTPClaim, Actor: c.account, Outcome: "250"}})
+		if err != nil || !existing || got.Mailbox != "Archive" || got.UID != c.uid || got.Account != c.account {
+			t.Errorf("%s: Deliver = %+v, %v, %v; want Archive uid %d, existing", c.account, got, existing, err, c.uid)
+		}
+		if c.account == gare && got != nil && got.UIDValidity != uv {
+			t.Errorf("UIDVALIDITY %d, Archive's is %d", got.UIDValidity, uv)
+		}
+		if s.Stats().Commits != before {
+			t.Errorf("%s: a Deliver of a record held in Archive committed", c.account)
+		}
+		if after, _, _ := s.AuditHead(); after != seq {
+			t.Errorf("%s: a Deliver of a record held in Archive appended audit", c.account)
+		}
+		if info, err := s.Mailbox(c.account, Inbox); err != nil || info.Messages != 0 {
+			t.Errorf("%s: INBOX %+v, %v; want empty", c.account, info, err)
+		}
+	}
+	entries, err := s.RecordEntries(res.ID)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("RecordEntries = %+v, %v; want one entry per account", entries, err)
+	}
+
+	// Expunged everywhere: filed anew.
+	if _, err := s.UpdateFlags(gare, "Archive", dst, FlagsAdd, []string{`\Deleted`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Expunge(gare, "Archive", nil); err != nil {
+		t.Fatal(err)
+	}
+	d2, existing, err := s.Deliver(ctx, res.ID, gare, nil)
+	if err != nil || existing || d2.Mailbox != Inbox || d2.UID <= d.UID {
+		t.Errorf("after expunging every copy: %+v, %v, %v; want a new INBOX entry", d2, existing, err)
+	}
+}
+
+// TestDeliverRaceWithMove: a MOVE racing claims of the same account never
+// lets a claim file a second entry: the check and the filing share one
+// write transaction.
+func TestDeliverRaceWithMove(t *testing.T) {
+	s, _ := openTemp(t)
+	const gare = "gare@example.org"
+	res := mustFile(t, s, testFiling(1, "pharma@example.org"))
+	d, _, err := s.Deliver(context.Background(), res.ID, gare, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	errs := make(chan error, n+1)
+	go func() {
+		_, _, _, err := s.Move(gare, Inbox, []uint32{d.UID}, "Archive")
+		errs <- err
+	}()
+	for range n {
+		go func() {
+			_, existing, err := s.Deliver(context.Background(), res.ID, gare, nil)
+			if err == nil && !existing {
+				err = errors.New("a claim filed a second entry")
+			}
+			errs <- err
+		}()
+	}
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	entries, err := s.RecordEntries(res.ID)
+	held := 0
+	for _, e := range entries {
+		if e.Account == gare {
+			held++
+		}
+	}
+	if err != nil || held != 1 {
+		t.Errorf("%s holds %d entries of the record (%+v, %v), want 1", gare, held, entries, err)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,7 +129,7 @@ type Reply struct {
 	Delay     time.Duration
 	Number    string           // prescription number, when it could be read
 	RecordID  uint64           // the record claimed, when it matched
-	Delivered *store.Delivered // the INBOX entry (new or existing) on success
+	Delivered *store.Delivered // on success: the new INBOX entry, or the existing entry (any mailbox)
 }
 
 // OK reports whether the claim succeeded.
@@ -209,8 +210,10 @@ func (s *Service) Hold(r *Reply) {
 //  4. a prescription is filed under the number and its INS is the one
 //     given (compared in constant time); an unknown number and a wrong
 //     INS get the same reply;
-//  5. when the account's INBOX already holds it (an earlier claim, or it
-//     was addressed to the account): 250 with that entry, nothing filed;
+//  5. when the account already holds it in any of its mailboxes (an
+//     earlier claim, or it was addressed to the account; kept in INBOX or
+//     moved since to Archive or elsewhere): 250 with that entry, nothing
+//     filed; checked again by store.Deliver in its write transaction;
 //  6. the prescription is not restricted to other executants
 //     (RestrictField; its recipients are never restricted);
 //  7. fewer than ExecutionsAllowed accounts marked their copy $Dispensed;
@@ -253,11 +256,12 @@ func (s *Service) Claim(ctx context.Context, req Request) *Reply {
 	if err != nil {
 		return s.temporary(req, number, rec.ID, err)
 	}
-	for _, e := range entries {
-		if e.Account == acct.Address && e.Mailbox == store.Inbox {
-			s.lim.succeed(acct.Address)
-			return s.existing(req, number, rec.ID, &store.Delivered{Account: e.Account, Mailbox: e.Mailbox, UIDValidity: e.UIDValidity, UID: e.UID})
-		}
+	// Already yours, in any folder: read in the same transaction as the
+	// executions counted below. store.Deliver checks again, atomically
+	// with the filing, for a claim or a MOVE racing this one.
+	if d := held(entries, acct.Address); d != nil {
+		s.lim.succeed(acct.Address)
+		return s.existing(req, number, rec.ID, d)
 	}
 
 	if !isRecipient(rec, acct.Address) {
@@ -294,7 +298,8 @@ func (s *Service) Claim(ctx context.Context, req Request) *Reply {
 	}
 	s.lim.succeed(acct.Address)
 	if existing {
-		// Another session of the account claimed it in between.
+		// Another session of the account claimed it in between (the
+		// write transaction checked all its mailboxes again).
 		return s.existing(req, number, rec.ID, d)
 	}
 	r := replyOK
@@ -312,6 +317,30 @@ func isRecipient(rec *store.Record, account string) bool {
 		}
 	}
 	return false
+}
+
+// held returns the entry of account among a record's entries, in any of
+// its mailboxes: INBOX first, else the first other (entries come sorted
+// by account, mailbox and UID). nil when the account holds none.
+func held(entries []store.RecordEntry, account string) *store.Delivered {
+	var found *store.RecordEntry
+	for i := range entries {
+		e := &entries[i]
+		if e.Account != account {
+			continue
+		}
+		if e.Mailbox == store.Inbox {
+			found = e
+			break
+		}
+		if found == nil {
+			found = e
+		}
+	}
+	if found == nil {
+		return nil
+	}
+	return &store.Delivered{Account: found.Account, Mailbox: found.Mailbox, UIDValidity: found.UIDValidity, UID: found.UID}
 }
 
 // executions counts the accounts holding an entry of the record marked
@@ -342,13 +371,35 @@ func (s *Service) temporary(req Request, number string, record uint64, err error
 	return s.refuse(req, replyTemp, number, record, "")
 }
 
+// existing answers a claim of what the account already holds, in INBOX
+// or in any other of its mailboxes (it moved its copy to Archive): 250,
+// as for the first claim, naming the mailbox and the UID to fetch.
 func (s *Service) existing(req Request, number string, record uint64, d *store.Delivered) *Reply {
 	r := replyExisting
-	r.Message = fmt.Sprintf("Prescription %s is already in your INBOX (UID %d), not filed twice", number, d.UID)
+	where := "your INBOX"
+	if d.Mailbox != store.Inbox {
+		where = "your mailbox " + mailboxText(d.Mailbox)
+	}
+	r.Message = fmt.Sprintf("Prescription %s is already in %s (UID %d), not filed twice", number, where, d.UID)
 	r.Number, r.RecordID, r.Delivered = number, record, d
-	s.record(req, &r, fmt.Sprintf("record=%d rx=%s mbox=%s uid=%d", record, number, d.Mailbox, d.UID), "already in INBOX, not filed twice")
+	s.record(req, &r, fmt.Sprintf("record=%d rx=%s mbox=%s uid=%d", record, number, mailboxText(d.Mailbox), d.UID),
+		"already in "+mailboxText(d.Mailbox)+", not filed twice")
 	s.log.Info("claim repeated", "account", req.Account.Address, "record", record, "uid", d.UID)
 	return &r
+}
+
+// mailboxText writes a mailbox name for an SMTP reply and an audit field:
+// as is when it is one token of printable US-ASCII (RFC 5321 §4.2: reply
+// text is US-ASCII without SMTPUTF8); otherwise Go-quoted with \u escapes
+// (a UTF-8 name, or one holding blanks or quotes), so that the reply stays
+// ASCII and the name stays unambiguous.
+func mailboxText(name string) string {
+	for _, c := range name {
+		if c <= ' ' || c > '~' || c == '"' || c == '\\' {
+			return strconv.QuoteToASCII(name)
+		}
+	}
+	return name
 }
 
 // refuse audits and logs a refusal built from template t.

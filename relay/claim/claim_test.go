@@ -3,6 +3,7 @@ package claim
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -277,5 +278,102 @@ func TestRepliesDocumented(t *testing.T) {
 	}
 	if len(documented) != len(Replies()) {
 		t.Errorf("docs/claim.md documents %d replies, the code has %d", len(documented), len(Replies()))
+	}
+}
+
+// TestClaimHeldElsewhere: a claimant that moved its copy to Archive and
+// marked it $Dispensed claims again: 250 existing naming Archive and the
+// UID there, nothing filed, and not "executed" for its own execution.
+func TestClaimHeldElsewhere(t *testing.T) {
+	f := newFixture(t, Config{MaxPerHour: 100, ExecutionsAllowed: 1})
+	number, id := f.file("", pharma.Address)
+	r := f.claim(gare, number, ins)
+	if r.Reason != "ok" {
+		t.Fatalf("claim: %s %s", r.Outcome(), r.Message)
+	}
+	_, _, dst, err := f.st.Move(gare.Address, store.Inbox, []uint32{r.Delivered.UID}, "Archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.UpdateFlags(gare.Address, "Archive", dst, store.FlagsAdd, []string{KeywordDispensed}); err != nil {
+		t.Fatal(err)
+	}
+	f.events = nil
+	r = f.claim(gare, number, ins)
+	want := fmt.Sprintf("Prescription %s is already in your mailbox Archive (UID %d), not filed twice", number, dst[0])
+	if r.Outcome() != "250" || r.Reason != "existing" || r.Message != want {
+		t.Fatalf("repeat after MOVE: %s %s %q\nwant 250 existing %q", r.Outcome(), r.Reason, r.Message, want)
+	}
+	if d := r.Delivered; d == nil || d.Mailbox != "Archive" || d.UID != dst[0] {
+		t.Errorf("Delivered %+v", r.Delivered)
+	}
+	if len(f.events) != 1 || f.events[0].Subject != fmt.Sprintf("record=%d rx=%s mbox=Archive uid=%d", id, number, dst[0]) ||
+		f.events[0].Outcome != "250" || f.events[0].Detail != "already in Archive, not filed twice" {
+		t.Errorf("audit %+v", f.events)
+	}
+	entries, err := f.st.RecordEntries(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := held(entries, gare.Address); d == nil || d.Mailbox != "Archive" {
+		t.Errorf("held = %+v over %+v", d, entries)
+	}
+	if n := len(entries); n != 2 {
+		t.Errorf("%d entries of the record, want 2 (recipient's INBOX, claimant's Archive): %+v", n, entries)
+	}
+	// Another executant is refused: the claimant's execution counts.
+	if r := f.claim(labo, number, ins); r.Outcome() != "550 5.7.1 executed" {
+		t.Errorf("another executant after the execution: %s", r.Outcome())
+	}
+}
+
+// TestHeld: INBOX is preferred; otherwise the first other mailbox.
+func TestHeld(t *testing.T) {
+	es := []store.RecordEntry{
+		{Account: "a", Mailbox: "Archive", UID: 4},
+		{Account: "b", Mailbox: "Archive", UID: 5},
+		{Account: "b", Mailbox: "INBOX", UID: 6},
+		{Account: "b", Mailbox: "Trash", UID: 7},
+	}
+	for _, c := range []struct {
+		account, mailbox string
+		uid              uint32
+	}{{"a", "Archive", 4}, {"b", "INBOX", 6}, {"c", "", 0}} {
+		d := held(es, c.account)
+		if (d == nil) != (c.uid == 0) || d != nil && (d.Mailbox != c.mailbox || d.UID != c.uid) {
+			t.Errorf("held(%s) = %+v, want %s %d", c.account, d, c.mailbox, c.uid)
+		}
+	}
+}
+
+func TestMailboxText(t *testing.T) {
+	for in, want := range map[string]string{
+		"Archive":         "Archive",
+		"INBOX/2026":      "INBOX/2026",
+		"Délivrées":       `"D\u00e9livr\u00e9es"`,
+		"Old mail":        `"Old mail"`,
+		`a"b`:             `"a\"b"`,
+		"Archive/Réseau ": `"Archive/R\u00e9seau "`,
+	} {
+		if got := mailboxText(in); got != want {
+			t.Errorf("mailboxText(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestClaimStoreError: a store that fails (closed here) answers 451 4.3.0
+// store_error, audited, and does not count as a guess.
+func TestClaimStoreError(t *testing.T) {
+	f := newFixture(t, Config{MaxPerHour: 100, FailureDelay: time.Second})
+	number, _ := f.file("", pharma.Address)
+	if err := f.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := f.claim(gare, number, ins)
+	if r.Outcome() != "451 4.3.0 store_error" || r.Message != "Temporary failure, try again later" || r.Delay != 0 {
+		t.Fatalf("closed store: %s %q delay %v", r.Outcome(), r.Message, r.Delay)
+	}
+	if len(f.events) != 1 || f.events[0].Outcome != "451 4.3.0 store_error" || f.events[0].Subject != "rx="+number || f.events[0].Actor != gare.Address {
+		t.Errorf("audit %+v", f.events)
 	}
 }
