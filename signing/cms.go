@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"mssrelay/mime"
 )
 
 // ASN.1 object identifiers used by the verifier (RFC 5652, RFC 5754,
@@ -323,4 +325,20 @@ func SignedContent(p7 []byte) ([]byte, error) {
 		return nil, errors.New("signed content: the signature carries no content")
 	}
 	return cms.content, nil
+}
+
+// FiledContent returns the signed MIME entity of a filed S/MIME message:
+// the first part of a detached signature (multipart/signed), or the
+// content inside an opaque one (RFC 8551 3.5.2), without verifying
+// anything (see SignedContent: for messages verified when they were
+// filed, never to decide whether to trust one).
+func FiledContent(raw []byte) ([]byte, error) {
+	s, err := mime.Split(raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.Form == mime.Detached {
+		return s.Content, nil
+	}
+	return SignedContent(s.PKCS7)
 }

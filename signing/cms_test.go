@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/smallstep/pkcs7"
+
+	"mssrelay/mime"
 )
 
 // TestParseCMSAgreesWithLibrary reads every OpenSSL-made signature with
@@ -158,5 +160,41 @@ func TestSignedContent(t *testing.T) {
 	}
 	if _, err := SignedContent([]byte("garbage")); err == nil {
 		t.Error("garbage accepted")
+	}
+}
+
+// TestFiledContent reads the signed entity of both S/MIME forms and
+// reports a message whose content cannot be read, never returning
+// something else.
+func TestFiledContent(t *testing.T) {
+	p := mustPKI(t)
+	kp := mustIssue(t, p, Template{Email: "dr@example.org", RPPS: "10101201234", Name: "MARTIN"})
+	header := []byte("From: dr@example.org\r\n")
+	sig, err := SignDetached(kp, testContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := FiledContent(mime.BuildDetached(header, testContent, sig))
+	if err != nil || !bytes.Equal(got, testContent) {
+		t.Fatalf("detached: %v, %q", err, got)
+	}
+	raw, err := os.ReadFile(filepath.Join("testdata", "openssl", "rsa-smime-opaque-chain.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FiledContent(raw); err != nil || len(got) == 0 {
+		t.Fatalf("opaque: %v, %d bytes", err, len(got))
+	}
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"not signed", []byte("From: a@b.test\r\nContent-Type: text/plain\r\n\r\nhello\r\n"), "signed"},
+		{"opaque, not a SignedData", mime.BuildOpaque(header, []byte("not DER")), "signed content"},
+	} {
+		if _, err := FiledContent(tc.raw); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -113,7 +113,7 @@ func printContent(st *store.Store, rec *store.Record, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	body, err := filedContent(raw)
+	body, err := signing.FiledContent(raw)
 	if err != nil {
 		return fmt.Errorf("record %d: %w", rec.ID, err)
 	}
@@ -126,28 +126,6 @@ func printContent(st *store.Store, rec *store.Record, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  item        %s: %s — %s\n", it.Kind, it.Text, it.Dosage)
 	}
 	return nil
-}
-
-// filedContent returns the signed MIME entity of a filed message: the
-// first part of a detached signature, or the content carried inside an
-// opaque one (RFC 8551 §3.5.2). It does not verify the signature again:
-// the message was verified before it was filed and filed bytes never
-// change, while verifying now could fail for reasons unrelated to what
-// was filed (a certificate expired since, a CRL not yet refreshed).
-// relay/claim reads filed content the same way.
-func filedContent(raw []byte) ([]byte, error) {
-	s, err := mime.Split(raw)
-	if err != nil {
-		return nil, fmt.Errorf("filed message: %w", err)
-	}
-	if s.Form == mime.Detached {
-		return s.Content, nil
-	}
-	content, err := signing.SignedContent(s.PKCS7)
-	if err != nil {
-		return nil, fmt.Errorf("filed message: opaque signature: %w", err)
-	}
-	return content, nil
 }
 
 // printHistory prints the record's history (store/rxlog.go: filing,

@@ -250,23 +250,3 @@ func TestRxShowContentForms(t *testing.T) {
 		})
 	}
 }
-
-// TestFiledContentRefusals: a filed message whose content cannot be read
-// back is reported, never printed as something else.
-func TestFiledContentRefusals(t *testing.T) {
-	header := []byte("From: a@b.test\r\n")
-	for _, tc := range []struct {
-		name string
-		raw  []byte
-		want string
-	}{
-		{"not signed", []byte("From: a@b.test\r\nContent-Type: text/plain\r\n\r\nhello\r\n"), "filed message: "},
-		{"opaque, not a SignedData", mime.BuildOpaque(header, []byte("not DER")), "opaque signature"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if _, err := filedContent(tc.raw); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tc.want)
-			}
-		})
-	}
-}

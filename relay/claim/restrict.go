@@ -7,9 +7,7 @@ import (
 	"net/mail"
 	"strings"
 
-	"github.com/smallstep/pkcs7"
-
-	"mssrelay/mime"
+	"mssrelay/signing"
 )
 
 // RestrictField names the executants who may claim a prescription. It is
@@ -33,24 +31,11 @@ var errUnreadable = errors.New("claim: filed message unreadable")
 // not concern a claim (a certificate expired since, a CRL not yet
 // refreshed).
 func signedContent(raw []byte) ([]byte, error) {
-	s, err := mime.Split(raw)
+	content, err := signing.FiledContent(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnreadable, err)
 	}
-	if s.Form == mime.Detached {
-		return s.Content, nil
-	}
-	// Opaque: the content is inside the SignedData; the PKCS#7 library
-	// reads streamed BER (indefinite lengths, chunked content) as OpenSSL
-	// and Outlook emit it (LIBRARY-NOTES.md).
-	p7, err := pkcs7.Parse(s.PKCS7)
-	if err != nil {
-		return nil, fmt.Errorf("%w: opaque signature: %v", errUnreadable, err)
-	}
-	if len(p7.Content) == 0 {
-		return nil, fmt.Errorf("%w: opaque signature without content", errUnreadable)
-	}
-	return p7.Content, nil
+	return content, nil
 }
 
 // restriction is the list of addresses a prescription is restricted to;
