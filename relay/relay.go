@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -380,6 +381,17 @@ func (r *Relay) closeListeners() {
 	r.listeners = nil
 }
 
+// closeListenersOf closes the listeners of the given kinds and keeps them
+// in r.listeners (closeListeners closes them again, harmlessly): their
+// Serve loops see net.ErrClosed and return.
+func (r *Relay) closeListenersOf(kinds ...string) {
+	for _, b := range r.listeners {
+		if slices.Contains(kinds, b.kind) {
+			b.l.Close()
+		}
+	}
+}
+
 // Addrs returns the bound address of the first listener of each kind.
 func (r *Relay) Addrs() map[string]string {
 	m := map[string]string{}
@@ -475,6 +487,13 @@ func (r *Relay) Serve(ctx context.Context) error {
 	// Not ready from the first moment of shutdown, so that a load
 	// balancer polling /readyz stops sending clients during the drain.
 	r.phase.Store(phaseStopping)
+	// Stop accepting on every mail listener from the first moment:
+	// smtp.Shutdown closes the SMTP listeners itself, but the IMAP ones
+	// would otherwise greet (and serve) new sessions for as long as the
+	// SMTP drain lasts. Sessions already open go on until imap.Shutdown
+	// tells them BYE (RFC 3501 §7.1.5), so that a client idling on its
+	// INBOX still sees the messages filed during the drain.
+	r.closeListenersOf(IMAPTLS, IMAPSTARTTLS)
 
 	timeout := r.cfg.Limits.ShutdownTimeout.Duration
 	if timeout <= 0 {

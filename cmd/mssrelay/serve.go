@@ -16,6 +16,13 @@ import (
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, stdout, stderr, demo.DefaultPorts())
+}
+
+// serve is cmdServe with the listener addresses a new embedded demo is
+// given (a reused demo keeps the ones in its config): tests pass port 0 so
+// as never to take the demo's well-known ports.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, demoPorts demo.Ports) error {
 	fs := newFlags("serve", stderr, "serve [-config FILE] [-data DIR]")
 	cfgPath := fs.String("config", "", "config file (default: the embedded demo in -data)")
 	dataDir := fs.String("data", "mssrelay-data", "data directory of the embedded demo (ignored with -config)")
@@ -30,7 +37,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *cfgPath == "" {
 		var created bool
 		var err error
-		info, created, err = demo.Ensure(*dataDir, demo.DefaultPorts())
+		info, created, err = demo.Ensure(*dataDir, demoPorts)
 		if err != nil {
 			return fmt.Errorf("preparing the embedded demo in %s: %w", *dataDir, err)
 		}
@@ -50,6 +57,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// Signals are caught before the help says "Stop with Ctrl-C", so that
+	// a Ctrl-C from then on always drains and closes the store.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := r.Listen(); err != nil {
 		r.Close()
 		return err
@@ -58,8 +69,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printDemoHelp(stdout, info, *dataDir, r.Addrs())
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	// SIGHUP reloads accounts, the server certificate and trust files
 	// without dropping connections; a broken new config is refused.
 	hup := make(chan os.Signal, 1)
