@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,6 +188,16 @@ func TestSlowClientCutOff(t *testing.T) {
 		if strings.HasPrefix(l, "250") {
 			t.Fatalf("the trickled EHLO was accepted: %q", lines)
 		}
+	}
+	// The relay writes its closing reply and closes; a byte the test
+	// trickles after that close makes the kernel reset the connection,
+	// which can discard the reply before it is read. A reset is the
+	// relay closing too.
+	if len(lines) == 0 {
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) {
+			t.Fatalf("session ended with %v and no reply", err)
+		}
+		return
 	}
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "421 ") && !strings.HasPrefix(last, "500 ") {
 		t.Errorf("session ended with %q, want a 421 or 500 closing reply", last)
