@@ -169,7 +169,7 @@ func (ss *session) peerReport(r io.Reader) error {
 		return errShutdown
 	}
 	defer ss.svc.endData(ss)
-	raw, err := readAll(r, ss.svc.cfg.MaxMessageBytes)
+	raw, err := ss.svc.readAll(r, ss.svc.cfg.MaxMessageBytes)
 	if err != nil {
 		return err
 	}

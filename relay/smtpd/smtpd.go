@@ -70,6 +70,8 @@ type Service struct {
 	// and our reply: shutdown waits for them so that a message being filed
 	// either gets its 250 or was never committed.
 	inflight sync.WaitGroup
+	// scratch holds reusable *bytes.Buffer for reading DATA (readAll).
+	scratch sync.Pool
 }
 
 // New returns a service; call Serve for each listener.
