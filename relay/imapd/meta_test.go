@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -297,5 +298,78 @@ func TestComputeMetaDate(t *testing.T) {
 	want := time.Date(2025, 1, 6, 9, 0, 0, 0, time.UTC)
 	if !env.Date.Equal(want) {
 		t.Errorf("date %v, want %v", env.Date, want)
+	}
+}
+
+// bodyStructureCases are messages whose structures exercise every branch
+// of bodyStructure: nested multiparts, text and non-text leaves, a
+// message/rfc822 holding a multipart, parameters, dispositions, languages,
+// missing and malformed boundaries, a truncated multipart.
+func bodyStructureCases(t testing.TB) map[string][]byte {
+	cases := map[string][]byte{
+		"signed prescription": signedPrescription(t),
+		"message/rfc822":      forwardedMessage(t),
+		"plain":               []byte("Subject: plain\r\n\r\nhello\r\nworld\r\n"),
+		"no body":             []byte("Subject: nothing\r\n\r\n"),
+		"bare LF":             []byte("Content-Type: text/plain\n\nline\nline\n"),
+		"no boundary":         []byte("Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\na\r\n--x--\r\n"),
+		"unclosed multipart":  []byte("Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\na\r\n--x\r\n\r\nb"),
+		"bad params":          []byte("Content-Type: text/plain; charset\r\nContent-Disposition: attachment; filename*=bad''%\r\n\r\nx\r\n"),
+		"message/global":      []byte("Content-Type: message/global\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nhi\r\n"),
+	}
+	for i := range 4 {
+		s := mime.NewSample(i)
+		s.XDM, s.PDF = i%2 == 0, i > 1
+		cases[fmt.Sprintf("sample %d", i)] = s.Content()
+	}
+	return cases
+}
+
+// TestBodyStructureMatchesGoIMAP: bodyStructure gives exactly what
+// go-imap's extraction gives, for every case.
+func TestBodyStructureMatchesGoIMAP(t *testing.T) {
+	for name, raw := range bodyStructureCases(t) {
+		t.Run(name, func(t *testing.T) {
+			checkBodyStructure(t, raw)
+		})
+	}
+}
+
+func checkBodyStructure(t *testing.T, raw []byte) {
+	t.Helper()
+	want := imapserver.ExtractBodyStructure(bytes.NewReader(raw))
+	br := bufio.NewReader(bytes.NewReader(raw))
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		return // ComputeMeta hands such messages to go-imap itself
+	}
+	if got := bodyStructure(h, br, make([]byte, 4096)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("body structure differs from go-imap's\n got %s\nwant %s", dump(got), dump(want))
+	}
+}
+
+// FuzzBodyStructure: for any input, bodyStructure and go-imap agree.
+func FuzzBodyStructure(f *testing.F) {
+	for _, raw := range bodyStructureCases(f) {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > 64<<10 {
+			return
+		}
+		checkBodyStructure(t, raw)
+	})
+}
+
+// BenchmarkComputeMeta: ENVELOPE and BODYSTRUCTURE of a signed
+// prescription, as computed at every filing.
+func BenchmarkComputeMeta(b *testing.B) {
+	raw := signedPrescription(b)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if ComputeMeta(raw) == nil {
+			b.Fatal("no meta")
+		}
 	}
 }
