@@ -318,6 +318,7 @@ func appendAudit(w *wtx, evs []AuditEvent) error {
 	if err != nil {
 		return fmt.Errorf("store: audit bucket: %w", err)
 	}
+	appendOnly(b) // sequence numbers only grow
 	head, _, err := readAuditHead(w.tx)
 	if err != nil {
 		// Appending after an unreadable head would chain to nothing; the

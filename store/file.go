@@ -102,7 +102,7 @@ func findResend(tx *bbolt.Tx, f *Filing) (id uint64, dup bool, err error) {
 // putRecord writes a new record with its bytes and cache; the caller has
 // called w.mark().
 func putRecord(tx *bbolt.Tx, rec *Record, raw, meta []byte) (uint64, error) {
-	records := tx.Bucket(bucketRecords)
+	records := appendOnly(tx.Bucket(bucketRecords))
 	id, err := records.NextSequence()
 	if err != nil {
 		return 0, fmt.Errorf("store: record id: %w", err)
@@ -112,11 +112,11 @@ func putRecord(tx *bbolt.Tx, rec *Record, raw, meta []byte) (uint64, error) {
 	if err := records.Put(key, encodeRecord(rec)); err != nil {
 		return 0, fmt.Errorf("store: write record %d: %w", id, err)
 	}
-	if err := tx.Bucket(bucketRaw).Put(key, raw); err != nil {
+	if err := appendOnly(tx.Bucket(bucketRaw)).Put(key, raw); err != nil {
 		return 0, fmt.Errorf("store: write record %d bytes: %w", id, err)
 	}
 	if len(meta) > 0 {
-		if err := tx.Bucket(bucketRMeta).Put(key, meta); err != nil {
+		if err := appendOnly(tx.Bucket(bucketRMeta)).Put(key, meta); err != nil {
 			return 0, fmt.Errorf("store: write record %d meta: %w", id, err)
 		}
 	}

@@ -20,6 +20,14 @@ package store
 // (bbolt cannot rename a bucket). The digest is kept in the dedupe indexes so
 // a resend is recognised without decoding the record.
 //
+// records, raw, rmeta and audit only ever get keys past their last one
+// (new ids, new sequence numbers) and their values are never rewritten:
+// writers fill their pages completely (appendOnly), which halves their
+// leaves and their splits. The other buckets keep bbolt's half-full split:
+// they take keys in the middle (indexes, rxlog events for older records)
+// or rewrite values in place (entries gaining flags, queue jobs), and a
+// full leaf would split on each such write.
+//
 // Every encoded value starts with a format byte (currently 1). Decoders
 // ignore bytes after the fields they know, so a later version can append
 // fields (its decoder then treats a value that ends early as holding zero
@@ -64,6 +72,16 @@ var (
 )
 
 const formatV1 = 1
+
+// appendOnly sets b, in the current write transaction, to fill its pages
+// completely when they split: right for a bucket whose new keys always
+// sort after its existing ones, since a split then leaves a left page that
+// will never be written again (bbolt's own advice for sequential inserts).
+// bbolt does not store FillPercent, so every writer sets it.
+func appendOnly(b *bbolt.Bucket) *bbolt.Bucket {
+	b.FillPercent = 1.0
+	return b
+}
 
 // errCorrupt marks a stored value this package cannot decode.
 var errCorrupt = errors.New("store: corrupt value")
