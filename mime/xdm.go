@@ -93,7 +93,7 @@ func parseXDM(data []byte) (*xdmMetadata, error) {
 	defer rc.Close()
 	// The declared size may lie; archive/zip checks it against what it
 	// inflates, and the LimitReader bounds memory whatever happens.
-	xmlData, err := io.ReadAll(io.LimitReader(rc, xdmMaxMetadataBytes+1))
+	xmlData, err := readAllSized(io.LimitReader(rc, xdmMaxMetadataBytes+1), min(meta.UncompressedSize64, xdmMaxMetadataBytes))
 	if err != nil {
 		return nil, rxError("%s: reading %s: %v", XDMName, xdmMetadataPath, err)
 	}
@@ -271,4 +271,26 @@ func hdUniversalID(hd string) string {
 		return sub[1]
 	}
 	return ""
+}
+
+// readAllSized is io.ReadAll starting with room for the size the archive
+// declares (and the read that finds EOF): the same reads of the same
+// reader, without growing the buffer from 512 bytes. The declared size is
+// only a hint (the caller bounds it and the reader): a lying archive just
+// grows the buffer as io.ReadAll would.
+func readAllSized(r io.Reader, size uint64) ([]byte, error) {
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
