@@ -144,6 +144,9 @@ func TestSmokeAgainstRelay(t *testing.T) {
 			t.Fatalf("%s: %v", m.name, err)
 		}
 		assertAllAccepted(t, m.name, b, r)
+		if r.Pipelined != n {
+			t.Errorf("%s: %d of %d transactions pipelined; the relay offers PIPELINING", m.name, r.Pipelined, n)
+		}
 		var text strings.Builder
 		if err := r.WriteText(&text); err != nil {
 			t.Fatal(err)
