@@ -33,6 +33,9 @@ type harness struct {
 	stop  func()
 
 	adjust func(*configs.Config)
+	// log, when set, receives the relay's logs instead of the default
+	// (discarded, or the test log with -v).
+	log *slog.Logger
 }
 
 var loopbackPorts = demo.Ports{
@@ -75,9 +78,13 @@ func (h *harness) start() {
 		h.adjust(cfg)
 	}
 	h.cfg = cfg
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	log := h.log
+	switch {
+	case log != nil:
+	case testing.Verbose():
 		log = slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	default:
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	r, err := relay.New(cfg, log)
 	if err != nil {

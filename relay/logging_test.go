@@ -2,10 +2,8 @@ package relay_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,9 +11,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"mssrelay/configs"
 	"mssrelay/mime"
-	"mssrelay/relay"
 	"mssrelay/relay/claim"
 	"mssrelay/relay/demo"
 	"mssrelay/relay/submit"
@@ -48,38 +44,10 @@ func newLoggedHarness(t *testing.T, level slog.Level) (*harness, *syncBuffer) {
 	if err != nil {
 		t.Fatalf("demo.Ensure: %v", err)
 	}
-	cfg, err := configs.Load(filepath.Join(dir, demo.ConfigFile))
-	if err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
-	cfg.Limits.MaxConnectionRatePerIP = 100000
 	logs := &syncBuffer{}
-	r, err := relay.New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level})))
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	if err := r.Listen(); err != nil {
-		t.Fatalf("Listen: %v", err)
-	}
-	h := &harness{t: t, dir: dir, info: info, cfg: cfg, relay: r, addrs: r.Addrs()}
-	h.info.Submission = h.addrs[relay.SMTPSubmission]
-	h.info.SubmissionTLS = h.addrs[relay.SMTPSubmissionTLS]
-	h.info.IMAPTLS = h.addrs[relay.IMAPTLS]
-	h.info.IMAPSTARTTLS = h.addrs[relay.IMAPSTARTTLS]
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx) }()
-	h.stop = func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("relay did not stop within 30 s")
-		}
-	}
+	h := &harness{t: t, dir: dir, info: info,
+		log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))}
+	h.start()
 	t.Cleanup(h.shutdown)
 	return h, logs
 }
