@@ -116,7 +116,7 @@ func TestDemoClaim(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("rx show: exit %d %s", code, errOut)
 	}
-	if !strings.Contains(out, "claimed     INBOX of "+info.Pharmacy2.Address+", ") || !strings.Contains(out, "(UID 1)") {
+	if !strings.Contains(out, "claimed     by "+info.Pharmacy2.Address+", ") || !strings.Contains(out, "(filed in its INBOX as UID 1)") {
 		t.Errorf("rx show does not list the claim:\n%s", out)
 	}
 }

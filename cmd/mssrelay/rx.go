@@ -96,7 +96,9 @@ func cmdRx(args []string, stdout io.Writer) error {
 		return err
 	}
 	for _, c := range claims {
-		fmt.Fprintf(stdout, "  claimed     INBOX of %s, %s (UID %d)\n", c.Account, c.Time.UTC().Format(time.RFC3339), c.UID)
+		// Where the claim filed it; the executant may have moved it since
+		// (the "mailbox" lines below say where it is now).
+		fmt.Fprintf(stdout, "  claimed     by %s, %s (filed in its INBOX as UID %d)\n", c.Account, c.Time.UTC().Format(time.RFC3339), c.UID)
 	}
 	if *content {
 		if err := printContent(st, rec, stdout); err != nil {
