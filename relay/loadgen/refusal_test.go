@@ -1,6 +1,7 @@
 package loadgen_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -384,4 +385,55 @@ func sameCounts(got, want map[string]int) bool {
 		}
 	}
 	return true
+}
+
+// TestPipelined421ThenClose: a server that answers a pipelined MAIL with
+// 421 and closes before the RCPT and DATA replies (RFC 5321 §3.8) is
+// counted as that refusal, not as a broken connection.
+func TestPipelined421ThenClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				fmt.Fprint(c, "220 fake.test ESMTP\r\n")
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch {
+					case strings.HasPrefix(line, "EHLO"):
+						fmt.Fprint(c, "250-fake.test\r\n250 PIPELINING\r\n")
+					case strings.HasPrefix(line, "MAIL"):
+						fmt.Fprint(c, "421 4.3.2 closing\r\n")
+						return
+					case strings.HasPrefix(line, "QUIT"):
+						fmt.Fprint(c, "221 bye\r\n")
+						return
+					}
+				}
+			}()
+		}
+	}()
+	b := batch("rx@fake.test", 3, func(int) string { return "ok" })
+	r, err := loadgen.RunSMTP(context.Background(), b, loadgen.SMTPOptions{Addr: l.Addr().String(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Refused["421 4.3.2"] != 3 || len(r.Errors) != 0 {
+		t.Fatalf("refused %v, errors %v; want three 421 refusals and no errors", r.Refused, r.Errors)
+	}
+	if r.Connections != 3 {
+		t.Errorf("%d connections, want 3 (a 421 ends the connection)", r.Connections)
+	}
 }

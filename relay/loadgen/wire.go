@@ -256,6 +256,12 @@ func (c *client) transaction(from, to string, wire []byte) (dataStart time.Time,
 		}{{"MAIL", 250}, {"RCPT", 250}, {"DATA", 354}} {
 			code, lines, err := c.reply()
 			if err != nil {
+				if first != nil {
+					// A server that refused with 421 (RFC 5321 §3.8) may
+					// close before the replies that follow: the refusal
+					// is what happened.
+					return dataStart, firstStep, false, first
+				}
 				return dataStart, s.step, false, err
 			}
 			if code != s.want && first == nil {
