@@ -108,7 +108,7 @@ func dial(ctx context.Context, o *SMTPOptions) (*client, error) {
 func (c *client) setConn(conn net.Conn) {
 	c.conn = conn
 	c.r = bufio.NewReaderSize(conn, 4096)
-	c.w = bufio.NewWriterSize(conn, 32<<10)
+	c.w = bufio.NewWriterSize(conn, 4<<10) // a message bypasses it: bufio writes large slices through
 }
 
 func (c *client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config) error {
