@@ -84,22 +84,18 @@ func (s Sample) Content() []byte {
 
 // render is Content with the XDM archive rendered from x (XDMSample).
 func (s Sample) render(x Sample) []byte {
-	type part struct {
-		header string
-		body   []byte
-	}
 	bundle := s.fhirBundle()
 	var pdf []byte
 	if s.PDF {
 		pdf = s.pdf()
 	}
-	parts := []part{
+	parts := []entityPart{
 		{"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n", qpEncode(s.summary())},
 		{"Content-Type: application/fhir+json; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n" +
 			"Content-Disposition: attachment; filename=prescription.json\r\n", appendBase64Lines(nil, bundle)},
 	}
 	if s.PDF {
-		parts = append(parts, part{"Content-Type: application/pdf; name=ordonnance.pdf\r\nContent-Transfer-Encoding: base64\r\n" +
+		parts = append(parts, entityPart{"Content-Type: application/pdf; name=ordonnance.pdf\r\nContent-Transfer-Encoding: base64\r\n" +
 			"Content-Disposition: attachment; filename=ordonnance.pdf\r\n", appendBase64Lines(nil, pdf)})
 	}
 	if s.XDM {
@@ -107,22 +103,11 @@ func (s Sample) render(x Sample) []byte {
 		if s.PDF {
 			doc, docType, docName = pdf, "application/pdf", "DOC0001.PDF"
 		}
-		parts = append(parts, part{"Content-Type: application/zip; name=" + XDMName + "\r\nContent-Transfer-Encoding: base64\r\n" +
+		parts = append(parts, entityPart{"Content-Type: application/zip; name=" + XDMName + "\r\nContent-Transfer-Encoding: base64\r\n" +
 			"Content-Disposition: attachment; filename=" + XDMName + "\r\n", appendBase64Lines(nil, x.xdmZip(doc, docType, docName))})
 	}
 
-	sum := sha256.Sum256([]byte(s.Number + "\x00" + s.PatientINS + "\x00" + s.RPPS))
-	boundary := "=_rx_" + hex.EncodeToString(sum[:12])
-	for {
-		clash := false
-		for _, p := range parts {
-			clash = clash || bytes.Contains(p.body, []byte(boundary))
-		}
-		if !clash {
-			break
-		}
-		boundary += "_"
-	}
+	boundary := pickBoundary("=_rx_", s.Number+"\x00"+s.PatientINS+"\x00"+s.RPPS, parts)
 
 	var b bytes.Buffer
 	if s.Delivery != "" {

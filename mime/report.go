@@ -265,7 +265,7 @@ func BuildDSN(d *DSN) (header, entity []byte, err error) {
 		en.WriteString("\nThe patient must receive a paper copy of the prescription.\n")
 	}
 
-	parts := []reportPart{
+	parts := []entityPart{
 		humanPart(fr.String(), en.String()),
 		{"Content-Type: message/delivery-status\r\n", st.Bytes()},
 	}
@@ -332,7 +332,7 @@ func BuildMDN(m *MDN) (header, entity []byte, err error) {
 		"L'ordonnance n° %s a été reçue et classée.\n", m.Number)
 	en := fmt.Sprintf("This is an automatic notice from the secure health messaging relay.\n\n"+
 		"Prescription no. %s was received and filed.\n", m.Number)
-	parts := []reportPart{
+	parts := []entityPart{
 		humanPart(fr, en),
 		{"Content-Type: message/disposition-notification\r\n", st.Bytes()},
 	}
@@ -386,17 +386,36 @@ func BuildExecutionNotice(e *Execution) (header, entity []byte, err error) {
 	return header, b.Bytes(), nil
 }
 
-// reportPart is one body part of a built notification.
-type reportPart struct {
+// entityPart is one body part of an entity this package builds (a
+// notification, a sample prescription).
+type entityPart struct {
 	header string // fields, each ending CRLF
 	body   []byte // ends with CRLF
+}
+
+// pickBoundary is a multipart boundary derived from seed (the same entity
+// renders the same bytes) and lengthened until no part's body contains it
+// (RFC 2046 §5.1.1).
+func pickBoundary(prefix, seed string, parts []entityPart) string {
+	sum := sha256.Sum256([]byte(seed))
+	boundary := prefix + hex.EncodeToString(sum[:12])
+	for {
+		clash := false
+		for _, p := range parts {
+			clash = clash || bytes.Contains(p.body, []byte(boundary))
+		}
+		if !clash {
+			return boundary
+		}
+		boundary += "_"
+	}
 }
 
 // humanPart is the text/plain part: French, then English, UTF-8 in
 // quoted-printable (RFC 2045 §6.7) so the signed entity is 7-bit and its
 // lines short.
-func humanPart(fr, en string) reportPart {
-	return reportPart{
+func humanPart(fr, en string) entityPart {
+	return entityPart{
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n",
 		qpEncode(fr + "\n----\n\n" + en),
 	}
@@ -405,19 +424,8 @@ func humanPart(fr, en string) reportPart {
 // reportEntity assembles the multipart/report entity (RFC 6522 §3). The
 // boundary derives from the Message-ID (deterministic output) and is
 // lengthened until no part contains it.
-func reportEntity(fields []string, reportType, msgID string, parts []reportPart) []byte {
-	sum := sha256.Sum256([]byte("report\x00" + reportType + "\x00" + msgID))
-	boundary := "=_rpt_" + hex.EncodeToString(sum[:12])
-	for {
-		clash := false
-		for _, p := range parts {
-			clash = clash || bytes.Contains(p.body, []byte(boundary))
-		}
-		if !clash {
-			break
-		}
-		boundary += "_"
-	}
+func reportEntity(fields []string, reportType, msgID string, parts []entityPart) []byte {
+	boundary := pickBoundary("=_rpt_", "report\x00"+reportType+"\x00"+msgID, parts)
 	var b bytes.Buffer
 	for _, f := range fields {
 		b.WriteString(f + "\r\n")
@@ -438,7 +446,7 @@ func reportEntity(fields []string, reportType, msgID string, parts []reportPart)
 // NUL, a bare CR or a line over 998 bytes (RFC 5322 §2.1.1) and lines that
 // are neither a field nor a continuation, and rewrites line ends as CRLF.
 // Non-ASCII bytes are sent quoted-printable to keep the entity 7-bit.
-func originalHeaderPart(h []byte) (reportPart, bool) {
+func originalHeaderPart(h []byte) (entityPart, bool) {
 	var out, cur []byte
 	bad := false
 	flush := func() bool {
@@ -477,12 +485,12 @@ func originalHeaderPart(h []byte) (reportPart, bool) {
 	}
 	flush()
 	if len(out) == 0 {
-		return reportPart{}, false
+		return entityPart{}, false
 	}
 	if isASCII(string(out)) {
-		return reportPart{"Content-Type: text/rfc822-headers\r\n", out}, true
+		return entityPart{"Content-Type: text/rfc822-headers\r\n", out}, true
 	}
-	return reportPart{"Content-Type: text/rfc822-headers; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+	return entityPart{"Content-Type: text/rfc822-headers; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n",
 		qpEncode(string(out))}, true
 }
 
