@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -132,7 +133,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.writeResponse(250, EnhancedCode{2, 0, 0}, "I have successfully done nothing")
 	case "RSET": // Reset session
 		c.reset()
-		c.writeResponse(250, EnhancedCode{2, 0, 0}, "Session reset")
+		c.writeGroupedResponse(250, EnhancedCode{2, 0, 0}, "Session reset")
 	case "BDAT":
 		c.handleBdat(arg)
 	case "DATA":
@@ -444,7 +445,7 @@ func (c *Conn) handleMail(arg string) {
 		return
 	}
 
-	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Roger, accepting mail from <%v>", from))
+	c.writeGroupedResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("Roger, accepting mail from <%v>", from))
 	c.fromReceived = true
 }
 
@@ -788,7 +789,7 @@ func (c *Conn) handleRcpt(arg string) {
 		return
 	}
 	c.recipients = append(c.recipients, recipient)
-	c.writeResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("I'll make sure <%v> gets this", recipient))
+	c.writeGroupedResponse(250, EnhancedCode{2, 0, 0}, fmt.Sprintf("I'll make sure <%v> gets this", recipient))
 }
 
 func checkNotifySet(values []DSNNotify) error {
@@ -1284,6 +1285,43 @@ func (c *Conn) greet() {
 }
 
 func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
+	c.bufferResponse(code, enhCode, text...)
+	c.text.W.Flush()
+}
+
+// writeGroupedResponse writes the reply to a command that RFC 2920 §3.2
+// lets a server hold back while the client pipelines (RSET, MAIL, RCPT):
+// when the next command line has already arrived, the reply stays in the
+// output buffer and leaves with the next one that is flushed (at the
+// latest the reply to DATA, which is flushed as every other reply is).
+// Only a complete line counts: a partial one could be a client waiting
+// for this reply before it finishes, and holding the reply back would
+// then stall both sides until a timeout. (mssrelay patch: a pipelined
+// MAIL, RCPT, DATA group cost three writes and three TLS records.)
+func (c *Conn) writeGroupedResponse(code int, enhCode EnhancedCode, text ...string) {
+	c.bufferResponse(code, enhCode, text...)
+	if c.commandLineWaiting() {
+		return
+	}
+	c.text.W.Flush()
+}
+
+// commandLineWaiting reports whether a whole command line is buffered,
+// ready to be read without waiting for the client.
+func (c *Conn) commandLineWaiting() bool {
+	n := c.text.R.Buffered()
+	if n == 0 {
+		return false
+	}
+	buf, _ := c.text.R.Peek(n)
+	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// bufferResponse writes a reply to the output buffer without flushing it.
+// (mssrelay patch: the lines of a multi-line reply such as EHLO's used to
+// be flushed one by one, each its own write and, under TLS, its own
+// record.)
+func (c *Conn) bufferResponse(code int, enhCode EnhancedCode, text ...string) {
 	// TODO: error handling
 	if c.server.WriteTimeout != 0 {
 		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
@@ -1304,14 +1342,15 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
 
+	w := c.text.W
 	lastLineIndex := len(text) - 1
 	for i := 0; i < lastLineIndex; i++ {
-		c.text.PrintfLine("%d-%v", code, text[i])
+		fmt.Fprintf(w, "%d-%v\r\n", code, text[i])
 	}
 	if enhCode == NoEnhancedCode {
-		c.text.PrintfLine("%d %v", code, text[lastLineIndex])
+		fmt.Fprintf(w, "%d %v\r\n", code, text[lastLineIndex])
 	} else {
-		c.text.PrintfLine("%d %v.%v.%v %v", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+		fmt.Fprintf(w, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
 	}
 }
 

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -47,6 +48,17 @@ var ErrDataTooLarge = &SMTPError{
 	Message:      "Maximum message size exceeded",
 }
 
+// States of dataReader (mssrelay patch: at package level, as copyMidLine
+// uses them too).
+const (
+	stateBeginLine = iota // beginning of line; initial state; must be zero
+	stateDot              // read . at beginning of line
+	stateDotCR            // read .\r at beginning of line
+	stateCR               // read \r (possibly at end of line)
+	stateData             // reading data in middle of line
+	stateEOF              // reached .\r\n end marker line
+)
+
 type dataReader struct {
 	r     *bufio.Reader
 	state int
@@ -83,15 +95,20 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 
 	// Run data through a simple state machine to
 	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
-	const (
-		stateBeginLine = iota // beginning of line; initial state; must be zero
-		stateDot              // read . at beginning of line
-		stateDotCR            // read .\r at beginning of line
-		stateCR               // read \r (possibly at end of line)
-		stateData             // reading data in middle of line
-		stateEOF              // reached .\r\n end marker line
-	)
 	for n < len(b) && r.state != stateEOF {
+		// mssrelay patch: in the middle of a line only CR can change the
+		// state, so the bytes already buffered up to the next CR are copied
+		// in one go instead of one ReadByte call each (the byte-wise loop
+		// was 12-16 % of the relay's CPU per message). The state machine
+		// below still sees every line start and every CR, so its output is
+		// unchanged (FuzzDataReader compares it with the byte-wise reader).
+		if r.state == stateData {
+			if k := r.copyMidLine(b[n:]); k > 0 {
+				n += k
+				continue
+			}
+		}
+
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {
@@ -145,4 +162,28 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		r.n -= int64(n)
 	}
 	return
+}
+
+// copyMidLine copies into b the buffered bytes up to and including the
+// next CR, without reading from the connection, and returns how many it
+// copied: 0 when nothing is buffered (the caller's ReadByte then waits
+// for and buffers more). Only called in the middle of a line, where every
+// byte but CR is data and leaves the state as it is; a CR moves it to
+// stateCR, as the byte-wise loop does.
+func (r *dataReader) copyMidLine(b []byte) int {
+	avail := r.r.Buffered()
+	if avail > len(b) {
+		avail = len(b)
+	}
+	buf, _ := r.r.Peek(avail)
+	if len(buf) == 0 {
+		return 0
+	}
+	if i := bytes.IndexByte(buf, '\r'); i >= 0 {
+		buf = buf[:i+1]
+		r.state = stateCR
+	}
+	k := copy(b, buf)
+	r.r.Discard(k)
+	return k
 }
