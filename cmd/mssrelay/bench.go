@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -132,6 +133,7 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	dialers := fs.Int("dialers", 16, "idle mode: sessions being set up at once")
 	adminAddr := fs.String("admin", "", "idle mode: the relay's admin endpoint, host:port or URL of /metrics (default: the demo config's [admin] listen)")
 	pid := fs.Int("pid", 0, "idle mode: also read VmRSS and VmHWM of this process from /proc (Linux)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load tool itself during the timed SMTP phase to this file (the relay's own: its admin listener's /debug/pprof)")
 	imapSessions := fs.Int("imap-sessions", 0, "sessions mode: run this many IMAP sessions (new connection, LOGIN, EXAMINE INBOX, UID FETCH one message, LOGOUT) from -c workers")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -352,7 +354,12 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if !*asJSON {
 		o.Progress = func(done, total int) { fmt.Fprintf(stdout, "  %d/%d answered\n", done, total) }
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
 	rep, err := loadgen.RunSMTP(ctx, batch, o)
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -770,4 +777,26 @@ func sessionsDemoLimits(r sessionsRun) ([]string, error) {
 			n, path, l.MaxConnectionRatePerIP))
 	}
 	return w, nil
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function is called; with no path it does nothing. The load tool shares
+// the machine with the relay in every documented run, so what it spends is
+// worth knowing as much as what the relay spends.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
