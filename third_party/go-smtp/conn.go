@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -84,7 +83,30 @@ func (c *Conn) init() {
 		}
 	}
 
+	// mssrelay patch: replies held back by writeGroupedResponse leave
+	// before the server waits for the client (RFC 2920 §3.2: pending
+	// responses are sent whenever the input buffer is emptied), whatever
+	// reads next: a command line, a BDAT chunk, a SASL response.
+	rwc.Reader = flushBeforeRead{c: c, r: rwc.Reader}
+
 	c.text = textproto.NewConn(rwc)
+}
+
+// flushBeforeRead flushes the connection's pending replies before each
+// read from the network. The textproto reader's buffer sits above it, so
+// it runs only when that buffer is empty or holds a partial line.
+type flushBeforeRead struct {
+	c *Conn
+	r io.Reader
+}
+
+func (f flushBeforeRead) Read(b []byte) (int, error) {
+	if t := f.c.text; t != nil && t.W.Buffered() > 0 {
+		if err := t.W.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.r.Read(b)
 }
 
 // Commands are dispatched to the appropriate handler functions.
@@ -1081,7 +1103,13 @@ func (c *Conn) handleBdat(arg string) {
 	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
-	_, err = io.Copy(c.bdatPipe, chunk)
+	n, err := io.Copy(c.bdatPipe, chunk)
+	if err == nil && n < int64(size) {
+		// mssrelay patch: the connection ended inside the chunk. io.Copy
+		// takes that end for success, which delivered the bytes received
+		// so far as the whole message (upstream v0.25.1 behaviour).
+		err = io.ErrUnexpectedEOF
+	}
 	if err != nil {
 		// Backend might return an error early using CloseWithError without consuming
 		// the whole chunk.
@@ -1291,30 +1319,14 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 
 // writeGroupedResponse writes the reply to a command that RFC 2920 §3.2
 // lets a server hold back while the client pipelines (RSET, MAIL, RCPT):
-// when the next command line has already arrived, the reply stays in the
-// output buffer and leaves with the next one that is flushed (at the
-// latest the reply to DATA, which is flushed as every other reply is).
-// Only a complete line counts: a partial one could be a client waiting
-// for this reply before it finishes, and holding the reply back would
-// then stall both sides until a timeout. (mssrelay patch: a pipelined
-// MAIL, RCPT, DATA group cost three writes and three TLS records.)
+// the reply stays in the output buffer and leaves with the next reply that
+// is flushed, or before the server next waits for input (flushBeforeRead),
+// whichever comes first. So the replies to a pipelined MAIL, RCPT, DATA
+// group leave in one write and one TLS record, and a client that waits for
+// this reply gets it as soon as the server has nothing left to read.
+// (mssrelay patch: such a group cost three writes and three TLS records.)
 func (c *Conn) writeGroupedResponse(code int, enhCode EnhancedCode, text ...string) {
 	c.bufferResponse(code, enhCode, text...)
-	if c.commandLineWaiting() {
-		return
-	}
-	c.text.W.Flush()
-}
-
-// commandLineWaiting reports whether a whole command line is buffered,
-// ready to be read without waiting for the client.
-func (c *Conn) commandLineWaiting() bool {
-	n := c.text.R.Buffered()
-	if n == 0 {
-		return false
-	}
-	buf, _ := c.text.R.Peek(n)
-	return bytes.IndexByte(buf, '\n') >= 0
 }
 
 // bufferResponse writes a reply to the output buffer without flushing it.

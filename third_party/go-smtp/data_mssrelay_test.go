@@ -8,6 +8,7 @@ package smtp
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 )
@@ -90,10 +91,16 @@ type chunkReader struct {
 	data  []byte
 	sizes []byte
 	i     int
+	// err, when set, ends the stream instead of io.EOF and comes with
+	// the last bytes, as a connection reset or a deadline may.
+	err error
 }
 
 func (c *chunkReader) Read(b []byte) (int, error) {
 	if len(c.data) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
 		return 0, io.EOF
 	}
 	size := 1
@@ -109,17 +116,37 @@ func (c *chunkReader) Read(b []byte) (int, error) {
 	}
 	n := copy(b, c.data[:size])
 	c.data = c.data[n:]
+	if len(c.data) == 0 && c.err != nil {
+		return n, c.err
+	}
 	return n, nil
 }
 
 type readStep struct {
 	n   int
 	err error
+	// pulled is how many bytes the bufio.Reader had taken from the
+	// connection when the call returned: reading further ahead than the
+	// byte-wise reader could block on a client that waits for a reply
+	// (a real connection blocks where chunkReader does not).
+	pulled int
+}
+
+// pullCounter counts the bytes taken from the connection.
+type pullCounter struct {
+	r io.Reader
+	n int
+}
+
+func (p *pullCounter) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += n
+	return n, err
 }
 
 // drain reads r with buffers of the sizes in pattern until an error,
 // returning every call's result, the bytes read and what is left unread.
-func drain(t *testing.T, read func([]byte) (int, error), rest *bufio.Reader, pattern []byte) ([]readStep, []byte, []byte) {
+func drain(t *testing.T, read func([]byte) (int, error), rest *bufio.Reader, pulled *pullCounter, pattern []byte) ([]readStep, []byte, []byte) {
 	t.Helper()
 	var steps []readStep
 	var out bytes.Buffer
@@ -131,7 +158,7 @@ func drain(t *testing.T, read func([]byte) (int, error), rest *bufio.Reader, pat
 		buf := make([]byte, size)
 		n, err := read(buf)
 		out.Write(buf[:n])
-		steps = append(steps, readStep{n, err})
+		steps = append(steps, readStep{n, err, pulled.n})
 		if err != nil {
 			break
 		}
@@ -145,13 +172,22 @@ func drain(t *testing.T, read func([]byte) (int, error), rest *bufio.Reader, pat
 
 func checkSameAsReference(t *testing.T, input, netSizes, readSizes []byte, limit int64) {
 	t.Helper()
-	refBuf := bufio.NewReaderSize(&chunkReader{data: input, sizes: netSizes}, 64)
+	checkSameAsReferenceVia(t, func(r io.Reader) io.Reader { return r }, input, netSizes, readSizes, limit)
+}
+
+// checkSameAsReferenceVia is checkSameAsReference with the connection
+// seen through wrap, as go-smtp sees it through lineLimitReader.
+func checkSameAsReferenceVia(t *testing.T, wrap func(io.Reader) io.Reader, input, netSizes, readSizes []byte, limit int64) {
+	t.Helper()
+	refPulled := &pullCounter{r: wrap(&chunkReader{data: input, sizes: netSizes})}
+	refBuf := bufio.NewReaderSize(refPulled, 64)
 	ref := &refDataReader{r: refBuf, limited: limit > 0, n: limit}
-	newBuf := bufio.NewReaderSize(&chunkReader{data: input, sizes: netSizes}, 64)
+	newPulled := &pullCounter{r: wrap(&chunkReader{data: input, sizes: netSizes})}
+	newBuf := bufio.NewReaderSize(newPulled, 64)
 	got := &dataReader{r: newBuf, limited: limit > 0, n: limit}
 
-	refSteps, refOut, refLeft := drain(t, ref.Read, refBuf, readSizes)
-	gotSteps, gotOut, gotLeft := drain(t, got.Read, newBuf, readSizes)
+	refSteps, refOut, refLeft := drain(t, ref.Read, refBuf, refPulled, readSizes)
+	gotSteps, gotOut, gotLeft := drain(t, got.Read, newBuf, newPulled, readSizes)
 
 	if !bytes.Equal(gotOut, refOut) {
 		t.Fatalf("content differs:\n got %q\nwant %q", gotOut, refOut)
@@ -164,7 +200,9 @@ func checkSameAsReference(t *testing.T, input, netSizes, readSizes []byte, limit
 	}
 	for i := range refSteps {
 		if gotSteps[i] != refSteps[i] {
-			t.Fatalf("Read call %d returned %v, reference %v", i, gotSteps[i], refSteps[i])
+			g, w := gotSteps[i], refSteps[i]
+			t.Fatalf("Read call %d returned (%d, %v) with %d bytes taken from the connection, reference (%d, %v) with %d",
+				i, g.n, g.err, g.pulled, w.n, w.err, w.pulled)
 		}
 	}
 	if got.state != ref.state || got.n != ref.n {
@@ -191,6 +229,32 @@ func TestDataReaderSameAsReference(t *testing.T) {
 			for _, net := range [][]byte{nil, {0}, {2, 60, 7}, {96}} {
 				for _, reads := range [][]byte{nil, {0}, {1, 5}, {30}} {
 					checkSameAsReference(t, []byte(seed), net, reads, limit)
+				}
+			}
+		}
+	}
+}
+
+// The reader as Conn builds it: below the bufio.Reader, lineLimitReader
+// (MaxLineLength), which fails a read that completes a too-long line and
+// every read after it, and a connection that ends in an error arriving
+// with the last bytes. Both readers must see the same errors at the same
+// calls and leave the same bytes unread.
+func TestDataReaderSameAsReferenceLineLimitAndErrors(t *testing.T) {
+	errReset := errors.New("connection reset")
+	for _, seed := range dataReaderSeeds {
+		for _, lineLimit := range []int{0, 3, 12, 40} {
+			for _, end := range []error{nil, errReset} {
+				for _, net := range [][]byte{nil, {2, 60, 7}, {96}} {
+					for _, reads := range [][]byte{nil, {0}, {1, 5}} {
+						for _, limit := range []int64{0, 5} {
+							wrap := func(r io.Reader) io.Reader {
+								r.(*chunkReader).err = end
+								return &lineLimitReader{R: r, LineLimit: lineLimit}
+							}
+							checkSameAsReferenceVia(t, wrap, []byte(seed), net, reads, limit)
+						}
+					}
 				}
 			}
 		}

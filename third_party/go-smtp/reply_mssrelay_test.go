@@ -8,6 +8,7 @@ package smtp_test
 import (
 	"bufio"
 	"io"
+	stdlog "log"
 	"net"
 	"strings"
 	"sync"
@@ -64,7 +65,7 @@ func (l loggedListener) Accept() (net.Conn, error) {
 	return loggedConn{c, l.log}, nil
 }
 
-func loggedServer(t *testing.T) (*backend, net.Conn, *bufio.Reader, *writeLog) {
+func loggedServer(t *testing.T, configure ...func(*smtp.Server)) (*backend, net.Conn, *bufio.Reader, *writeLog) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -75,6 +76,9 @@ func loggedServer(t *testing.T) (*backend, net.Conn, *bufio.Reader, *writeLog) {
 	s := smtp.NewServer(be)
 	s.Domain = "localhost"
 	s.AllowInsecureAuth = true
+	for _, f := range configure {
+		f(s)
+	}
 	go s.Serve(loggedListener{l, log})
 	t.Cleanup(func() { s.Close() })
 
@@ -176,5 +180,120 @@ func TestHeldReplyLeavesWithNext(t *testing.T) {
 		if got := readReply(t, r); !strings.HasPrefix(got[0], prefix) {
 			t.Fatalf("reply %q, want %q", got, prefix)
 		}
+	}
+}
+
+// readReplyOrHeld reads one reply like readReply, but reports a reply that
+// does not arrive as held back: the server is by then waiting for input
+// the client will only send once it has that reply. The deadline only
+// bounds the failure; a passing run never waits for it.
+func readReplyOrHeld(t *testing.T, c net.Conn, r *bufio.Reader, what string) []string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: no reply (%v): held back while the server waits for the client", what, err)
+		}
+		lines = append(lines, strings.TrimRight(line, "\r\n"))
+		if len(line) < 4 || line[3] != '-' {
+			return lines
+		}
+	}
+}
+
+// BDAT reads its chunk before it answers anything, so the replies held
+// back for a pipelined MAIL and RCPT must leave before the server starts
+// waiting for the chunk: RFC 2920 §3.2 (7), pending replies are sent
+// whenever the input buffer is emptied. Here the client sends the chunk
+// only once it has those replies (it may want to see RCPT accepted first).
+func TestHeldRepliesLeaveBeforeBdatChunk(t *testing.T) {
+	be, c, r, _ := loggedServer(t)
+	io.WriteString(c, "EHLO localhost\r\n")
+	readReply(t, r)
+
+	// One write: the server reads the three lines at once.
+	io.WriteString(c, "MAIL FROM:<root@nsa.gov>\r\nRCPT TO:<a@example.org>\r\nBDAT 8 LAST\r\n")
+	for _, what := range []string{"MAIL", "RCPT"} {
+		if got := readReplyOrHeld(t, c, r, what); !strings.HasPrefix(got[0], "250 ") {
+			t.Fatalf("%s: %q", what, got)
+		}
+	}
+	io.WriteString(c, "chunk\r\n.")
+	if got := readReply(t, r); !strings.HasPrefix(got[0], "250 ") {
+		t.Fatalf("BDAT LAST: %q", got)
+	}
+	if len(be.anonmsgs) != 1 || string(be.anonmsgs[0].Data) != "chunk\r\n." {
+		t.Fatalf("messages %+v", be.anonmsgs)
+	}
+}
+
+// AUTH runs its SASL exchange by reading lines itself: the reply held
+// back for RSET must leave with the 334 challenge, before the server
+// waits for the client's response.
+func TestHeldReplyLeavesBeforeSASLExchange(t *testing.T) {
+	_, c, r, _ := loggedServer(t)
+	io.WriteString(c, "EHLO localhost\r\n")
+	readReply(t, r)
+
+	io.WriteString(c, "RSET\r\nAUTH PLAIN\r\n")
+	for _, want := range []string{"250 ", "334 "} {
+		if got := readReplyOrHeld(t, c, r, want); !strings.HasPrefix(got[0], want) {
+			t.Fatalf("reply %q, want %q", got, want)
+		}
+	}
+	io.WriteString(c, "AHVzZXJuYW1lAHBhc3N3b3Jk\r\n")
+	if got := readReply(t, r); !strings.HasPrefix(got[0], "235 ") {
+		t.Fatalf("AUTH: %q", got)
+	}
+}
+
+// A command that panics closes the connection: the reply held back for
+// the RSET before it must still reach the client, ahead of the 421.
+func TestHeldReplyLeavesBeforePanicClose(t *testing.T) {
+	be, c, r, _ := loggedServer(t, func(s *smtp.Server) {
+		s.ErrorLog = stdlog.New(io.Discard, "", 0) // the panic is expected
+	})
+	io.WriteString(c, "EHLO localhost\r\n")
+	readReply(t, r)
+
+	be.panicOnMail = true
+	io.WriteString(c, "RSET\r\nMAIL FROM:<root@nsa.gov>\r\n")
+	for _, want := range []string{"250 ", "421 "} {
+		if got := readReplyOrHeld(t, c, r, want); !strings.HasPrefix(got[0], want) {
+			t.Fatalf("reply %q, want %q", got, want)
+		}
+	}
+	if line, err := r.ReadString('\n'); err != io.EOF {
+		t.Fatalf("after 421: %q, %v; want the connection closed", line, err)
+	}
+}
+
+// Not the mssrelay patch: go-smtp v0.25.1 as published. A client that
+// goes away in the middle of a BDAT LAST chunk has not sent its message,
+// but io.Copy treats the end of the stream as the end of the chunk, so the
+// backend is handed the first bytes as a complete message and the server
+// answers 250 (to nobody). The DATA reader gets this right: an end of
+// stream before <CRLF>.<CRLF> is io.ErrUnexpectedEOF.
+func TestBdatChunkCutByEOFIsNotAMessage(t *testing.T) {
+	be, c, r, _ := loggedServer(t)
+	io.WriteString(c, "EHLO localhost\r\n")
+	readReply(t, r)
+	io.WriteString(c, "MAIL FROM:<root@nsa.gov>\r\n")
+	readReply(t, r)
+	io.WriteString(c, "RCPT TO:<a@example.org>\r\n")
+	readReply(t, r)
+
+	io.WriteString(c, "BDAT 100 LAST\r\nSubject: only the first")
+	c.(*net.TCPConn).CloseWrite()
+	// The server replies as it sees fit, then ends the session on EOF.
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("reading to the end of the session: %v", err)
+	}
+	if len(be.anonmsgs) != 0 {
+		t.Fatalf("a chunk cut short by EOF was delivered as a message %q (server said %q)", be.anonmsgs[0].Data, rest)
 	}
 }
