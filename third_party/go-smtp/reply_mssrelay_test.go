@@ -271,12 +271,12 @@ func TestHeldReplyLeavesBeforePanicClose(t *testing.T) {
 	}
 }
 
-// Not the mssrelay patch: go-smtp v0.25.1 as published. A client that
-// goes away in the middle of a BDAT LAST chunk has not sent its message,
-// but io.Copy treats the end of the stream as the end of the chunk, so the
-// backend is handed the first bytes as a complete message and the server
-// answers 250 (to nobody). The DATA reader gets this right: an end of
-// stream before <CRLF>.<CRLF> is io.ErrUnexpectedEOF.
+// mssrelay patch 3 (MSSRELAY.md): a client that goes away in the middle
+// of a BDAT LAST chunk has not sent its message. go-smtp v0.25.1 let
+// io.Copy take the end of the stream for the end of the chunk, handed the
+// backend the first bytes as a complete message and answered 250 (to
+// nobody). The DATA reader always got this right: an end of stream before
+// <CRLF>.<CRLF> is io.ErrUnexpectedEOF.
 func TestBdatChunkCutByEOFIsNotAMessage(t *testing.T) {
 	be, c, r, _ := loggedServer(t)
 	io.WriteString(c, "EHLO localhost\r\n")
