@@ -188,8 +188,14 @@ func TestServeEmbeddedDemo(t *testing.T) {
 			t.Errorf("the demo directory lacks %s: %v", f, err)
 		}
 	}
-	if !strings.Contains(first.errOut.String(), "listening") {
-		t.Errorf("no structured log of the listeners on stderr:\n%s", first.errOut)
+	// The help is printed once the ports are bound; the relay logs each
+	// listener as it starts serving it, which may come a moment later.
+	// The bound is a safety net, not the assertion.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(first.errOut.String(), "listening"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("no structured log of the listeners on stderr:\n%s", first.errOut)
+			break
+		}
 	}
 
 	// It serves what it prints: RFC 5321 §4.2 banner, RFC 3501 §7.1.1
