@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mssrelay/configs"
+	"mssrelay/mime"
 	"mssrelay/relay"
 	"mssrelay/relay/demo"
 	"mssrelay/store"
@@ -104,20 +105,7 @@ func TestRxShow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(dir, relay.DBFile), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.File(context.Background(), &store.Filing{
-		Raw: msg, Received: now, Sender: info.Prescriber.Address, Recipients: []string{info.Pharmacy.Address},
-		Number: rx.Number, Digest: sha256.Sum256(msg), Signer: info.Prescriber.Address, IDNPS: "8" + demo.PrescriberRPPS,
-		PatientINS: rx.PatientINS, Delivery: rx.Delivery,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
+	fileDirectly(t, dir, info, rx, msg, msg, now)
 
 	code, out, errOut := runCmd(t, "", "rx", "show", "-data", dir, rx.Number)
 	if code != 0 {
@@ -153,5 +141,27 @@ func TestDemoReused(t *testing.T) {
 	}
 	if first.Prescriber.Password != second.Prescriber.Password || first.RootCA != second.RootCA {
 		t.Error("second run did not reuse the demo's accounts and PKI")
+	}
+}
+
+// fileDirectly files msg, a prescription from the demo prescriber to the
+// demo pharmacy, straight into the store of the demo in dir (the relay
+// not running), as the relay's intake would; digest is what the filing's
+// digest covers.
+func fileDirectly(t *testing.T, dir string, info *demo.Info, rx mime.Sample, msg, digest []byte, now time.Time) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(dir, relay.DBFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.File(context.Background(), &store.Filing{
+		Raw: msg, Received: now, Sender: info.Prescriber.Address, Recipients: []string{info.Pharmacy.Address},
+		Number: rx.Number, Digest: sha256.Sum256(digest), Signer: info.Prescriber.Address, IDNPS: "8" + demo.PrescriberRPPS,
+		PatientINS: rx.PatientINS, Delivery: rx.Delivery,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

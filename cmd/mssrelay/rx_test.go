@@ -216,20 +216,7 @@ func TestRxShowContentForms(t *testing.T) {
 			if s, err := mime.Split(msg); err != nil || (s.Form == mime.Opaque) != opaque {
 				t.Fatalf("composed %s message: %+v %v", name, s, err)
 			}
-			st, err := store.Open(filepath.Join(dir, relay.DBFile), store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.File(context.Background(), &store.Filing{
-				Raw: msg, Received: now, Sender: info.Prescriber.Address, Recipients: []string{info.Pharmacy.Address},
-				Number: rx.Number, Digest: sha256.Sum256(content), Signer: info.Prescriber.Address, IDNPS: "8" + demo.PrescriberRPPS,
-				PatientINS: rx.PatientINS, Delivery: rx.Delivery,
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if err := st.Close(); err != nil {
-				t.Fatal(err)
-			}
+			fileDirectly(t, dir, info, rx, msg, content, now)
 
 			code, out, errOut := runCmd(t, "", "rx", "show", "-data", dir, "-content", rx.Number)
 			if code != 0 {
