@@ -2,7 +2,7 @@
 // daemon with a small live heap and a high allocation rate does not collect
 // dozens of times a second.
 //
-// Go sets the next collection's heap goal at live × (1 + GOGC/100). The
+// Go sets the next collection's heap goal at about live × (1 + GOGC/100). The
 // relay's live heap is a few MiB while it receives, and every message
 // allocates a few times its size (TLS handshake, reading, verifying,
 // filing): at GOGC=200 that was a collection every ~30 ms with one
@@ -11,13 +11,14 @@
 // process again: the store's group commit, which every 250 waits for,
 // stalled behind them (docs/PERFORMANCE.md).
 //
-// A Tuner therefore lets the heap grow by max(live × base/100, floor)
-// between collections: the base percentage as before once the live heap is
-// large (a thousand IMAP sessions on a big INBOX cost no more memory than
-// with a fixed GOGC), and at least floor bytes of garbage while it is small.
-// Go has no such knob (GOMEMLIMIT is a ceiling), so the Tuner re-reads the
-// live heap after each collection and sets the percentage to match. A
-// memory limit (GOMEMLIMIT) still bounds the heap.
+// A Tuner therefore lets the heap grow by max(scan × base/100, floor)
+// between collections, scan being what the runtime scales GOGC by (live
+// heap, stacks, globals): the base percentage as before once that is large
+// (a thousand IMAP sessions on a big INBOX cost no more memory than with a
+// fixed GOGC), and at least floor bytes of garbage while it is small. Go has
+// no such knob (GOMEMLIMIT is a ceiling), so the Tuner re-reads those after
+// each collection and sets the percentage to match. A memory limit
+// (GOMEMLIMIT) still bounds the heap.
 package gctune
 
 import (
@@ -28,28 +29,39 @@ import (
 	"sync/atomic"
 )
 
-// liveMetric is the heap marked live by the last collection.
-const liveMetric = "/gc/heap/live:bytes"
-
-// minLive keeps Percent finite when the runtime reports a near-empty heap
-// (right after start): below it the floor is taken as relative to minLive.
-const minLive = 1 << 20
-
-// Percent is the GC percentage giving a heap of live bytes max(live ×
-// base/100, floor) of headroom, rounded up.
-func Percent(live, floor uint64, base int) int {
-	if live < minLive {
-		live = minLive
-	}
-	headroom := live * uint64(base) / 100
-	if headroom >= floor {
-		return base
-	}
-	return int((floor*100 + live - 1) / live)
+// The runtime sets the next heap goal at live + (live + stacks + globals) ×
+// GOGC/100 (the pacer of Go 1.18, runtime/mgcpacer.go): stacks and globals
+// count as well as the live heap, and with a thousand idle sessions the
+// stacks alone weigh as much as the heap. These are the three terms.
+var scanMetrics = []string{
+	"/gc/heap/live:bytes",    // heap marked live by the last collection
+	"/gc/scan/stack:bytes",   // stacks scanned by the last collection
+	"/gc/scan/globals:bytes", // scannable globals
 }
 
-// Tuner keeps the collector's percentage at Percent(live heap, floor, base)
-// until Stop. The GC percentage is process-wide: run one Tuner per process.
+// minScan is the least scan Percent divides the floor by. The runtime
+// never sets a goal below a minimum heap of 4 MiB × GOGC/100
+// (defaultHeapMinimum in runtime/mgcpacer.go), so a percentage computed for
+// a smaller scan (right after start, before any collection) would raise
+// that minimum past the floor: at 1 MiB the first collection would wait for
+// a 128 MiB heap instead of 32.
+const minScan = 4 << 20
+
+// Percent is the GC percentage giving max(scan × base/100, floor) of heap
+// headroom, rounded up, where scan is what the runtime scales the
+// percentage by: the live heap, stacks and globals.
+func Percent(scan, floor uint64, base int) int {
+	if scan < minScan {
+		scan = minScan
+	}
+	if scan*uint64(base)/100 >= floor {
+		return base
+	}
+	return int((floor*100 + scan - 1) / scan)
+}
+
+// Tuner keeps the collector's percentage at Percent(live heap + stacks +
+// globals, floor, base) until Stop. The GC percentage is process-wide: run one Tuner per process.
 type Tuner struct {
 	floor uint64
 	base  int
@@ -60,10 +72,13 @@ type Tuner struct {
 	sample  []metrics.Sample
 }
 
-// Start sets the collector's percentage for the current live heap and
-// keeps it up to date after every collection.
+// Start sets the collector's percentage for what the last collection found
+// and keeps it up to date after every collection.
 func Start(base int, floor uint64) *Tuner {
-	t := &Tuner{floor: floor, base: base, sample: []metrics.Sample{{Name: liveMetric}}}
+	t := &Tuner{floor: floor, base: base}
+	for _, name := range scanMetrics {
+		t.sample = append(t.sample, metrics.Sample{Name: name})
+	}
 	t.adjust()
 	t.arm()
 	return t
@@ -101,8 +116,8 @@ func (t *Tuner) arm() {
 	}, t)
 }
 
-// adjust sets the percentage for the live heap the last collection found;
-// false once stopped.
+// adjust sets the percentage for what the last collection found; false
+// once stopped.
 func (t *Tuner) adjust() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -110,10 +125,14 @@ func (t *Tuner) adjust() bool {
 		return false
 	}
 	metrics.Read(t.sample)
-	if t.sample[0].Value.Kind() != metrics.KindUint64 {
-		return true // not reported by this runtime: leave the percentage alone
+	var scan uint64
+	for _, v := range t.sample {
+		if v.Value.Kind() != metrics.KindUint64 {
+			return true // not reported by this runtime: leave the percentage alone
+		}
+		scan += v.Value.Uint64()
 	}
-	p := Percent(t.sample[0].Value.Uint64(), t.floor, t.base)
+	p := Percent(scan, t.floor, t.base)
 	if int64(p) != t.set.Load() {
 		t.set.Store(int64(p))
 		debug.SetGCPercent(p)

@@ -516,7 +516,7 @@ func describeMemory(m *Memory) string {
 		s += fmt.Sprintf(", peak %.1f MiB", mib(m.PeakRSS))
 	}
 	if m.HeapInuse > 0 {
-		s += fmt.Sprintf(", Go heap in use %.1f MiB (live %.1f MiB), Go runtime total %.1f MiB",
+		s += fmt.Sprintf(", Go heap in use %.1f MiB (objects %.1f MiB, garbage included), Go runtime total %.1f MiB",
 			mib(m.HeapInuse), mib(m.HeapAlloc), mib(m.GoSys))
 	}
 	if m.Goroutines > 0 {
