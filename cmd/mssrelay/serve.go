@@ -34,7 +34,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 //     200 % alone meant a collection every 30 ms with one connection per
 //     message, and the store's commits stalled behind their
 //     stop-the-world pauses. With the floor (a collection every ~200 ms)
-//     the relay spent 7 % less CPU per message and accepted 9 % more
+//     the relay spent 15 % less CPU per message and accepted 14 % more
 //     messages a second (5 % on reused connections; docs/PERFORMANCE.md).
 const (
 	defaultGCPercent = 200
