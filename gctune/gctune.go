@@ -2,8 +2,9 @@
 // daemon with a small live heap and a high allocation rate does not collect
 // dozens of times a second.
 //
-// Go sets the next collection's heap goal at about live × (1 + GOGC/100). The
-// relay's live heap is a few MiB while it receives, and every message
+// Go sets the next collection's heap goal at live + (live + stacks +
+// globals) × GOGC/100, and at least 4 MiB × GOGC/100 (runtime/mgcpacer.go).
+// The relay's live heap is a few MiB while it receives, and every message
 // allocates a few times its size (TLS handshake, reading, verifying,
 // filing): at GOGC=200 that was a collection every ~30 ms with one
 // connection per message. Each collection stops the world twice, and on a
@@ -13,7 +14,8 @@
 //
 // A Tuner therefore lets the heap grow by max(scan × base/100, floor)
 // between collections, scan being what the runtime scales GOGC by (live
-// heap, stacks, globals): the base percentage as before once that is large
+// heap, stacks, globals; while scan is under 4 MiB the runtime's minimum
+// decides, and the heap may reach floor in all): the base percentage as before once that is large
 // (a thousand IMAP sessions on a big INBOX cost no more memory than with a
 // fixed GOGC), and at least floor bytes of garbage while it is small. Go has
 // no such knob (GOMEMLIMIT is a ceiling), so the Tuner re-reads those after
@@ -22,6 +24,8 @@
 package gctune
 
 import (
+	"math"
+	"math/bits"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -51,17 +55,32 @@ const minScan = 4 << 20
 // headroom, rounded up, where scan is what the runtime scales the
 // percentage by: the live heap, stacks and globals.
 func Percent(scan, floor uint64, base int) int {
+	if base < 0 {
+		return base // the collector is off: nothing to pace
+	}
 	if scan < minScan {
 		scan = minScan
 	}
-	if scan*uint64(base)/100 >= floor {
+	// scan × base/100 ≥ floor, in 128 bits (a quotient of 2^64 or more,
+	// hi ≥ 100, is past any floor).
+	if hi, lo := bits.Mul64(scan, uint64(base)); hi >= 100 {
+		return base
+	} else if q, _ := bits.Div64(hi, lo, 100); q >= floor {
 		return base
 	}
-	return int((floor*100 + scan - 1) / scan)
+	// ⌈floor × 100 / scan⌉ in 128 bits (no overflow for any floor; the
+	// high word is below 100, so below scan, as Div64 requires), capped:
+	// debug.SetGCPercent keeps an int32, and a larger value would wrap to a
+	// negative one and turn the collector off.
+	hi, lo := bits.Mul64(floor, 100)
+	lo, carry := bits.Add64(lo, scan-1, 0)
+	q, _ := bits.Div64(hi+carry, lo, scan)
+	return int(min(q, math.MaxInt32))
 }
 
 // Tuner keeps the collector's percentage at Percent(live heap + stacks +
-// globals, floor, base) until Stop. The GC percentage is process-wide: run one Tuner per process.
+// globals, floor, base) until Stop. The GC percentage is process-wide: run
+// one Tuner per process.
 type Tuner struct {
 	floor uint64
 	base  int
