@@ -15,12 +15,13 @@
 // A Tuner therefore lets the heap grow by max(scan × base/100, floor)
 // between collections, scan being what the runtime scales GOGC by (live
 // heap, stacks, globals; while scan is under 4 MiB the runtime's minimum
-// decides, and the heap may reach floor in all): the base percentage as before once that is large
-// (a thousand IMAP sessions on a big INBOX cost no more memory than with a
-// fixed GOGC), and at least floor bytes of garbage while it is small. Go has
-// no such knob (GOMEMLIMIT is a ceiling), so the Tuner re-reads those after
-// each collection and sets the percentage to match. A memory limit
-// (GOMEMLIMIT) still bounds the heap.
+// decides, and the heap may reach floor in all). That is the base
+// percentage as before once scan is large (a thousand IMAP sessions on a
+// big INBOX cost no more memory than with a fixed GOGC), and at least
+// floor bytes of garbage while it is small. Go has no such knob (GOMEMLIMIT
+// is a ceiling), so the Tuner re-reads those figures after each collection
+// and sets the percentage to match. A memory limit (GOMEMLIMIT) still
+// bounds the heap.
 package gctune
 
 import (
@@ -33,10 +34,9 @@ import (
 	"sync/atomic"
 )
 
-// The runtime sets the next heap goal at live + (live + stacks + globals) ×
-// GOGC/100 (the pacer of Go 1.18, runtime/mgcpacer.go): stacks and globals
-// count as well as the live heap, and with a thousand idle sessions the
-// stacks alone weigh as much as the heap. These are the three terms.
+// scanMetrics are the three terms the runtime scales GOGC by. Stacks count
+// as much as the heap: with a thousand idle sessions they alone weigh as
+// much as the live heap.
 var scanMetrics = []string{
 	"/gc/heap/live:bytes",    // heap marked live by the last collection
 	"/gc/scan/stack:bytes",   // stacks scanned by the last collection

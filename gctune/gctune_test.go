@@ -178,8 +178,8 @@ func holdStacks(t *testing.T, n int) {
 // TestTunerCountsStacks: the runtime scales the percentage by stacks and
 // globals as well as the live heap, so many goroutines with large stacks
 // and a small heap already give headroom beyond the floor: the Tuner must
-// not raise the percentage then (it once did, and a relay with a thousand
-// idle sessions grew 60 MiB more than at a plain GOGC=200).
+// not raise the percentage then (the first version, which counted the live
+// heap alone, did).
 func TestTunerCountsStacks(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(before) })
